@@ -1,0 +1,169 @@
+"""Grid expansion: a sweep config -> the ordered list of runs, their run_ids and buckets.
+
+A run is a plain dict holding every registered field (config.FIELDS) plus `seed` and
+`data_seed`. The grid is the product of the swept axes (in config order) times the seeds.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from typing import Any
+
+import numpy as np
+
+from .config import FIELDS, STATIC, ConfigError, coerce, cross_check
+
+_RANGE = re.compile(r"^\s*(linspace|logspace|geomspace|uniform|loguniform)\s*\((.*)\)\s*$")
+
+
+def axis_values(name: str, spec: Any, sample_seed: int) -> list:
+    """Values of one axis: a list, a scalar, or a compact range.
+
+    Ranges: "linspace(0,1,21)", "geomspace(32,512,5)", "logspace(5,9,5,2)" (numpy's meaning:
+    exponents, optional base), and random samples "uniform(0,1,N)", "loguniform(1e-4,1e-2,N)"
+    drawn from sweep.sample_seed. The dict form {linspace: [0, 1, 21]} is the same.
+    """
+    where = f"sweep.axes.{name}"
+    if isinstance(spec, dict):
+        if len(spec) != 1:
+            raise ConfigError(f"{where}={spec}: a range is one of linspace, logspace, geomspace, "
+                              "uniform, loguniform with a list of arguments")
+        (kind, args), = spec.items()
+        spec = f"{kind}({','.join(str(a) for a in args)})"
+    if isinstance(spec, str) and (FIELDS[name].type is not str or _RANGE.match(spec)):
+        match = _RANGE.match(spec)
+        if not match:
+            raise ConfigError(f"{where}={spec!r}: expected a list, or one of linspace(a,b,n), "
+                              "logspace(a,b,n[,base]), geomspace(a,b,n), uniform(a,b,n), loguniform(a,b,n)")
+        kind = match.group(1)
+        try:
+            args = [float(x) for x in match.group(2).split(",")]
+        except ValueError:
+            raise ConfigError(f"{where}={spec!r}: range arguments must be numbers") from None
+        if len(args) not in (3, 4) or not float(args[2]).is_integer() or args[2] < 1:
+            raise ConfigError(f"{where}={spec!r}: expected {kind}(start, stop, num) with num a positive integer")
+        lo, hi, num = args[0], args[1], int(args[2])
+        rng = np.random.default_rng(sample_seed)
+        values = {
+            "linspace": lambda: np.linspace(lo, hi, num),
+            "logspace": lambda: np.logspace(lo, hi, num, base=args[3] if len(args) == 4 else 10.0),
+            "geomspace": lambda: np.geomspace(lo, hi, num),
+            "uniform": lambda: rng.uniform(lo, hi, num),
+            "loguniform": lambda: np.exp(rng.uniform(np.log(lo), np.log(hi), num)),
+        }[kind]()
+        if FIELDS[name].type is int:
+            values = np.round(values)
+        # 12 significant digits: linspace's 0.15000000000000002 becomes 0.15 in tables and ids.
+        spec = [float(f"{v:.12g}") for v in values]
+    values = spec if isinstance(spec, (list, tuple)) else [spec]
+    if not values:
+        raise ConfigError(f"{where}: an axis needs at least one value")
+    return [coerce(name, v, f"{where}[{i}]") for i, v in enumerate(values)]
+
+
+def seeds_of(sweep: dict) -> list[int]:
+    seeds = sweep.get("seeds")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"sweep.seeds={seeds!r}: must be a positive integer (the number of seeds)")
+    start = sweep.get("seed_start", 0)
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ConfigError(f"sweep.seed_start={start!r}: must be a non-negative integer")
+    return list(range(start, start + seeds))
+
+
+def base_fields(cfg: dict) -> dict:
+    """The fixed value of every registered field, from the task/model/train sections."""
+    base, problems = {}, []
+    for section in ("task", "model", "train"):
+        for key in cfg.get(section) or {}:
+            if key not in FIELDS or FIELDS[key].section != section:
+                allowed = ", ".join(n for n, f in FIELDS.items() if f.section == section)
+                problems.append(f"{section}.{key}: unknown field (allowed: {allowed})")
+    for name, field in FIELDS.items():
+        section = cfg.get(field.section) or {}
+        if name not in section:
+            problems.append(f"{field.section}.{name}: missing")
+            continue
+        try:
+            base[name] = coerce(name, section[name], f"{field.section}.{name}")
+        except ConfigError as e:
+            problems += e.problems
+    if problems:
+        raise ConfigError(problems)
+    return base
+
+
+def swept_axes(cfg: dict) -> dict[str, list]:
+    """The axes that are set (not null), in config order, each expanded to its values."""
+    sweep = cfg["sweep"]
+    axes, problems = {}, []
+    for name, spec in (sweep.get("axes") or {}).items():
+        if spec is None:
+            continue
+        if name not in FIELDS:
+            problems.append(f"sweep.axes.{name}: unknown axis (allowed: {', '.join(FIELDS)})")
+            continue
+        try:
+            axes[name] = axis_values(name, spec, sweep.get("sample_seed", 0))
+        except ConfigError as e:
+            problems += e.problems
+    if problems:
+        raise ConfigError(problems)
+    return axes
+
+
+def run_id(run: dict) -> str:
+    """A stable id derived from everything that determines the trained model."""
+    identity = {name: run[name] for name in FIELDS} | {"seed": run["seed"], "data_seed": run["data_seed"]}
+    return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def bucket_key(run: dict) -> tuple:
+    """Runs with the same shape-changing fields share one compiled program."""
+    return tuple(run[name] for name in STATIC)
+
+
+def expand(cfg: dict) -> list[dict]:
+    """All runs of a sweep, in grid order, validated. Raises ConfigError listing every problem."""
+    problems = []
+    try:
+        base = base_fields(cfg)
+    except ConfigError as e:
+        problems += e.problems
+    try:
+        axes = swept_axes(cfg)
+    except ConfigError as e:
+        problems += e.problems
+    try:
+        seeds = seeds_of(cfg["sweep"])
+    except ConfigError as e:
+        problems += e.problems
+    if problems:
+        raise ConfigError(problems)
+
+    runs = []
+    for combo in itertools.product(*axes.values()):
+        point = base | dict(zip(axes, combo))
+        for problem in cross_check(point):
+            if problem not in problems:
+                problems.append(problem)
+        for seed in seeds:
+            split_seed = point["split_seed"]
+            run = point | {"seed": seed, "data_seed": seed if split_seed is None else split_seed}
+            run["run_id"] = run_id(run)
+            runs.append(run)
+    if problems:
+        raise ConfigError(problems)
+    for index, run in enumerate(runs):
+        run["run_index"] = index
+    return runs
+
+
+def buckets(runs: list[dict]) -> dict[tuple, list[dict]]:
+    """Runs grouped by bucket key, buckets and runs in a deterministic order."""
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(bucket_key(run), []).append(run)
+    return dict(sorted(groups.items(), key=lambda kv: repr(kv[0])))

@@ -1,0 +1,185 @@
+"""Every metric of a trained model, as pure JAX functions (jit- and vmap-able).
+
+Formulas: ../shared/reference/clock-pizza.md. One model's metrics come from `evaluate`; a sweep
+vmaps it over a chunk inside the same jitted program that trains the chunk.
+
+  loss / acc          cross-entropy and accuracy on train, test and all p^2 pairs
+  grad_sym            mean cosine of d logit_c / d E[a] and d logit_c / d E[b] over fixed triples
+  dist_irr            mean over t=(a-b) of std over s=(a+b) of the correct logit, / its overall std
+  circularity         best single-frequency energy share of the first 4 principal components
+  freq_share          share of the embedding's Fourier energy per frequency 1..p//2
+  key_freqs           frequencies with share >= key_freq_min_share (the circles), always >= 1
+  clock_fve/pizza_fve fraction of logit variance the Clock / Pizza templates explain at the key
+                      frequencies (one least-squares coefficient per key frequency)
+  param_norm          L2 norm of all parameters; diverged: non-finite loss or weights
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+N_PCS = 4  # the reference's circularity uses the first 4 principal components
+
+
+def grad_sym_triples(p: int, n_triples: int | str, seed: int) -> np.ndarray:
+    """The fixed (a, b, c) triples for gradient symmetricity: `n_triples` drawn from `seed`
+    (numpy's default_rng, integers in [0, p)), or every one of the p^3 triples for "all"."""
+    if n_triples == "all":
+        return np.stack(np.meshgrid(*[np.arange(p)] * 3, indexing="ij"), -1).reshape(-1, 3).astype(np.int32)
+    return np.random.default_rng(seed).integers(0, p, size=(int(n_triples), 3)).astype(np.int32)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+
+
+def masked_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
+    """Mean over the entries with weight 1; NaN when there are none (e.g. no test pairs)."""
+    total = jnp.sum(weights)
+    return jnp.where(total > 0, jnp.sum(values * weights) / jnp.maximum(total, 1), jnp.nan)
+
+
+def distance_irrelevance(correct_logit: jax.Array, a: jax.Array, b: jax.Array, p: int) -> jax.Array:
+    """DI = mean_t std_s L[s, t] / std(L), s = (a+b) mod p, t = (a-b) mod p (population stds).
+
+    Grouping by t with segment sums also works when p is even (the (s, t) grid is then half full).
+    """
+    t = (a - b) % p
+    count = jax.ops.segment_sum(jnp.ones_like(correct_logit), t, num_segments=p)
+    mean = jax.ops.segment_sum(correct_logit, t, num_segments=p) / count
+    sq = jax.ops.segment_sum(jnp.square(correct_logit), t, num_segments=p) / count
+    std_per_t = jnp.sqrt(jnp.maximum(sq - jnp.square(mean), 0.0))
+    return jnp.mean(std_per_t) / jnp.std(correct_logit)
+
+
+def gradient_symmetricity(logit_of_vectors: Callable, token_vectors: jax.Array, triples: jax.Array,
+                          pos_a: int = 0, pos_b: int = 1) -> jax.Array:
+    """Mean cosine similarity of d logit_c / d x_a and d logit_c / d x_b over the triples.
+
+    `logit_of_vectors(vectors (n_ctx, d)) -> logits (p,)`; `token_vectors[i]` holds the embedding
+    vectors (before positions) of triple i's input, so the gradient is w.r.t. E[a] and E[b].
+    """
+    def cosine(vectors, c):
+        g = jax.grad(lambda v: logit_of_vectors(v)[c])(vectors)
+        ga, gb = g[pos_a], g[pos_b]
+        return jnp.dot(ga, gb) / (jnp.linalg.norm(ga) * jnp.linalg.norm(gb) + 1e-30)
+
+    return jnp.mean(jax.vmap(cosine)(token_vectors, triples[:, 2]))
+
+
+def principal_scores(rows: jax.Array, n: int = N_PCS) -> jax.Array:
+    """Scores (n, p) of the p embedding rows on their first n principal components."""
+    centered = rows - rows.mean(axis=0)
+    u, s, _ = jnp.linalg.svd(centered, full_matrices=False)
+    return (u[:, :n] * s[:n]).T
+
+
+def circularity(rows: jax.Array) -> jax.Array:
+    """Mean over the first 4 PCs u of min(1, max_f (2/p)|sum_t u[t f mod p] e^(2 pi i t/p)|^2 / |u|^2)."""
+    p = rows.shape[0]
+    scores = principal_scores(rows)
+    t = jnp.arange(p)
+    f = jnp.arange(1, p)
+    permuted = scores[:, (t[None, :] * f[:, None]) % p]  # (n_pcs, p-1, p): u[t f mod p]
+    phase = jnp.exp(2j * jnp.pi * t / p)
+    power = jnp.abs(jnp.einsum("kft,t->kf", permuted.astype(jnp.complex64), phase)) ** 2
+    share = (2.0 / p) * power.max(axis=1) / jnp.sum(jnp.square(scores), axis=1)
+    return jnp.mean(jnp.minimum(share, 1.0))
+
+
+def frequency_shares(rows: jax.Array) -> jax.Array:
+    """Share of the embedding's non-constant Fourier energy at each frequency k = 1..p//2."""
+    spectrum = jnp.fft.rfft(rows.astype(jnp.float32), axis=0)  # (p//2 + 1, d)
+    energy = jnp.sum(jnp.abs(spectrum[1:]) ** 2, axis=1)
+    return energy / jnp.sum(energy)
+
+
+def key_frequency_mask(shares: jax.Array, min_share: float) -> jax.Array:
+    """Frequencies holding at least `min_share` of the energy, and always the strongest one."""
+    return (shares >= min_share) | (jnp.arange(shares.shape[0]) == jnp.argmax(shares))
+
+
+def logit_templates(p: int) -> tuple[jax.Array, jax.Array]:
+    """Clock and Pizza templates (p//2, p, p, p) over (a, b, c), centred over c, one per frequency.
+
+      Clock: cos(w (a + b - c))
+      Pizza: |cos(w (a - b) / 2)| * (|cos(w (a + b - c) / 2)| - |sin(w (a + b - c) / 2)|)
+    with w = 2 pi k / p.
+    """
+    k = jnp.arange(1, p // 2 + 1, dtype=jnp.float32)[:, None, None, None]
+    a = jnp.arange(p, dtype=jnp.float32)[:, None, None]
+    b = jnp.arange(p, dtype=jnp.float32)[None, :, None]
+    c = jnp.arange(p, dtype=jnp.float32)[None, None, :]
+    w = 2 * jnp.pi * k / p
+    clock = jnp.cos(w * (a + b - c))
+    half = w * (a + b - c) / 2
+    pizza = jnp.abs(jnp.cos(w * (a - b) / 2)) * (jnp.abs(jnp.cos(half)) - jnp.abs(jnp.sin(half)))
+    centre = lambda x: x - x.mean(axis=-1, keepdims=True)
+    return centre(clock), centre(pizza)
+
+
+def template_fve(logits: jax.Array, template: jax.Array, key_mask: jax.Array) -> jax.Array:
+    """Fraction of the (c-centred) logit variance explained by a least-squares fit with one
+    coefficient per key frequency. `logits` (p, p, p) over (a, b, c); `template` (K, p, p, p)."""
+    z = logits - logits.mean(axis=-1, keepdims=True)
+    flat = template.reshape(template.shape[0], -1)
+    gram = flat @ flat.T
+    rhs = flat @ z.reshape(-1)
+    m = key_mask.astype(z.dtype)
+    # Restrict the normal equations to the key frequencies without changing shapes.
+    coef = jnp.linalg.solve(gram * m[:, None] * m[None, :] + jnp.diag(1.0 - m), rhs * m)
+    return jnp.dot(coef, rhs * m) / jnp.sum(jnp.square(z))
+
+
+def param_norm(params) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(params)))
+
+
+def all_finite(params) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(params)]))
+
+
+def evaluate(net, params, data, train_mask: jax.Array, triples: jax.Array,
+             key_freq_min_share: float) -> dict[str, jax.Array]:
+    """All metrics of one trained model.
+
+    `net` is a `train.Net`: the model's functions with its attention rate bound in.
+    `data` is a `data.Dataset` (tokens, labels, a, b of all p^2 pairs).
+    """
+    p = data.p
+    logits = net.logits(params, data.tokens)  # (p^2, p)
+    ce = cross_entropy(logits, data.labels)
+    correct = (jnp.argmax(logits, axis=-1) == data.labels).astype(jnp.float32)
+    test_mask = 1.0 - train_mask
+    ones = jnp.ones_like(train_mask)
+    correct_logit = jnp.take_along_axis(logits, data.labels[:, None], axis=-1)[:, 0]
+
+    triple_vectors = net.token_vectors(params, data.tokens_of(triples[:, 0], triples[:, 1]))
+    rows = net.number_rows(params)
+    shares = frequency_shares(rows)
+    key_mask = key_frequency_mask(shares, key_freq_min_share)
+    clock_t, pizza_t = logit_templates(p)
+    logits3 = logits.reshape(p, p, p)
+    train_loss = masked_mean(ce, train_mask)
+    return {
+        "train_loss": train_loss,
+        "test_loss": masked_mean(ce, test_mask),
+        "loss": masked_mean(ce, ones),
+        "train_acc": masked_mean(correct, train_mask),
+        "test_acc": masked_mean(correct, test_mask),
+        "acc": masked_mean(correct, ones),
+        "grad_sym": gradient_symmetricity(lambda v: net.logits_from_vectors(params, v),
+                                          triple_vectors, triples),
+        "dist_irr": distance_irrelevance(correct_logit, data.a, data.b, p),
+        "circularity": circularity(rows),
+        "freq_share": shares,
+        "key_freq_mask": key_mask,
+        "clock_fve": template_fve(logits3, clock_t, key_mask),
+        "pizza_fve": template_fve(logits3, pizza_t, key_mask),
+        "param_norm": param_norm(params),
+        "diverged": ~(jnp.isfinite(train_loss) & all_finite(params)),
+    }

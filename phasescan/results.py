@@ -1,0 +1,148 @@
+"""Where rows are written and read: chunk files, runs.parquet, config.yaml, manifest.json.
+
+Layout of a results folder:
+  runs.parquet      one row per model (assembled from chunks/, written atomically)
+  chunks/*.parquet  the rows of each finished chunk, each written atomically (tmp + rename)
+  config.yaml       the resolved configuration
+  manifest.json     versions, device, git commit, timings
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import FIELDS
+
+RUNS = "runs.parquet"
+CHUNKS = "chunks"
+MANIFEST = "manifest.json"
+CONFIG = "config.yaml"
+
+# Columns every runs.parquet has, in this order (then any other metric columns).
+ID_COLUMNS = ["run_id", "run_index", "seed", "data_seed"]
+FIELD_COLUMNS = list(FIELDS)
+METRIC_COLUMNS = ["train_loss", "test_loss", "loss", "train_acc", "test_acc", "acc", "grad_sym",
+                  "dist_irr", "circularity", "key_freqs", "n_key_freqs", "clock_fve", "pizza_fve",
+                  "param_norm", "diverged", "algorithm"]
+
+
+def rows(runs: list[dict], metrics: dict[str, np.ndarray], algorithms) -> pd.DataFrame:
+    """One row per run: its identity, every field, and its metrics (host numpy arrays)."""
+    table = {col: [r[col] for r in runs] for col in ID_COLUMNS + FIELD_COLUMNS}
+    shares, masks = metrics["freq_share"], metrics["key_freq_mask"]
+    key_freqs = []
+    for share, mask in zip(shares, masks):
+        ks = np.flatnonzero(mask)
+        key_freqs.append([int(k) + 1 for k in ks[np.argsort(-share[ks], kind="stable")]])
+    for name in METRIC_COLUMNS:
+        if name == "key_freqs":
+            table[name] = key_freqs
+        elif name == "n_key_freqs":
+            table[name] = [len(k) for k in key_freqs]
+        elif name == "algorithm":
+            table[name] = list(algorithms)
+        else:
+            table[name] = np.asarray(metrics[name]).tolist()
+    return pd.DataFrame(table)
+
+
+def write_atomic(path: Path, write) -> None:
+    """Write through a temporary file and rename, so a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_chunk(out_dir: Path, frame: pd.DataFrame) -> Path:
+    ids = ",".join(frame["run_id"])
+    path = Path(out_dir) / CHUNKS / f"chunk-{hashlib.sha1(ids.encode()).hexdigest()[:16]}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    return path
+
+
+def read_chunks(out_dir: Path) -> pd.DataFrame | None:
+    files = sorted((Path(out_dir) / CHUNKS).glob("chunk-*.parquet"))
+    if not files:
+        return None
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return frame.drop_duplicates("run_id").sort_values("run_index").reset_index(drop=True)
+
+
+def assemble(out_dir: Path) -> pd.DataFrame:
+    """Write runs.parquet from every finished chunk, atomically; return the table."""
+    frame = read_chunks(out_dir)
+    write_atomic(Path(out_dir) / RUNS, lambda tmp: frame.to_parquet(tmp, index=False))
+    return frame
+
+
+def load(path) -> pd.DataFrame:
+    """Read a results folder (or a runs.parquet file) into a DataFrame.
+
+    A folder whose sweep is still running or was interrupted is read from its finished chunks,
+    with a note on stderr saying how many runs are done.
+    """
+    path = Path(path)
+    if path.is_file():
+        return pd.read_parquet(path)
+    if (path / RUNS).is_file():
+        return pd.read_parquet(path / RUNS)
+    frame = read_chunks(path)
+    if frame is None:
+        raise FileNotFoundError(f"{path}: no phasescan results here (no {RUNS} and no {CHUNKS}/)")
+    total = "?"
+    if (path / MANIFEST).is_file():
+        total = json.loads((path / MANIFEST).read_text()).get("n_runs", "?")
+    print(f"phasescan: {path}: sweep unfinished, {len(frame)} of {total} runs done", file=sys.stderr)
+    return frame
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict:
+    """Package versions and the device, for the manifest."""
+    import jax
+
+    versions = {}
+    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "pandas", "pyarrow", "hydra-core"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    devices = jax.devices()
+    return {
+        "python": platform.python_version(),
+        "packages": versions,
+        "platform": devices[0].platform,
+        "device_kind": devices[0].device_kind,
+        "device_count": len(devices),
+        "host": platform.node(),
+        "git_commit": git_commit(),
+    }
+
+
+def write_manifest(out_dir: Path, manifest: dict) -> None:
+    write_atomic(Path(out_dir) / MANIFEST,
+                 lambda tmp: tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n"))
+
+
+def read_manifest(out_dir: Path) -> dict | None:
+    path = Path(out_dir) / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None

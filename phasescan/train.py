@@ -1,0 +1,139 @@
+"""Training: one pure function trains one model, and a chunk of models is `jit(vmap(train))`.
+
+`make_train(spec, metric_opts)` returns `train(key, hp) -> (params, metrics)`:
+  * `key` is the model's init key (jax.random.key(seed)),
+  * `hp` is an `HParams` of per-model scalars (attention rate, lr, ...), so one compilation
+    serves every model of a bucket whatever their values,
+  * the steps are one `lax.scan`; the metrics are computed inside the same program.
+Only shape-changing fields (the `Spec`) are Python values.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from . import data, metrics
+from .config import STATIC, VMAPPED
+from .model import Transformer
+
+ADAM_EPS = 1e-8  # PyTorch's AdamW default, which the paper used
+
+
+class HParams(NamedTuple):
+    """Per-model scalars (vmapped). Field names are config field names."""
+    train_frac: jax.Array
+    split_seed: jax.Array  # the data seed actually used (the run's data_seed)
+    attn_rate: jax.Array
+    lr: jax.Array
+    weight_decay: jax.Array
+    beta1: jax.Array
+    beta2: jax.Array
+    warmup_steps: jax.Array
+
+    @classmethod
+    def from_runs(cls, runs: list[dict]) -> "HParams":
+        """Stack the vmapped fields of several runs into arrays (leading axis = model)."""
+        def column(name):
+            if name == "split_seed":
+                return jnp.asarray([r["data_seed"] for r in runs], dtype=jnp.uint32)
+            return jnp.asarray([r[name] for r in runs], dtype=jnp.float32)
+        return cls(**{name: column(name) for name in cls._fields})
+
+
+assert set(HParams._fields) == set(VMAPPED), "HParams must hold exactly the vmapped fields"
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """The shape-changing fields of a bucket (config.STATIC): one compilation each."""
+    p: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    act: str
+    steps: int
+    batch_size: int | None
+
+    @classmethod
+    def from_run(cls, run: dict) -> "Spec":
+        return cls(**{name: run[name] for name in STATIC})
+
+
+assert set(f.name for f in dataclasses.fields(Spec)) == set(STATIC), "Spec must hold the static fields"
+
+
+class Net(NamedTuple):
+    """A model family's functions with the attention rate bound in; what training and the
+    metrics need, so every family (transformer, linear, ...) plugs in the same way."""
+    init: Callable  # key -> params
+    logits: Callable  # (params, tokens (N, n_ctx)) -> logits (N, p)
+    logits_from_vectors: Callable  # (params, token vectors (n_ctx, d)) -> logits (p,)
+    token_vectors: Callable  # (params, tokens (..., n_ctx)) -> vectors (..., n_ctx, d)
+    number_rows: Callable  # params -> embedding rows (p, d) of the numbers 0..p-1 (operand a)
+
+
+def transformer_net(spec: Spec, attn_rate: jax.Array) -> Net:
+    model = Transformer(p=spec.p, vocab=spec.p, n_ctx=2, d_model=spec.d_model,
+                        n_layers=spec.n_layers, n_heads=spec.n_heads, act=spec.act)
+    embed = lambda params: params["params"]["embed"]
+    return Net(
+        init=lambda key: model.init(key, jnp.zeros((1, 2), jnp.int32), attn_rate),
+        logits=lambda params, tokens: model.apply(params, tokens, attn_rate),
+        logits_from_vectors=lambda params, vectors: model.apply(
+            params, vectors, attn_rate, method=Transformer.from_token_vectors),
+        token_vectors=lambda params, tokens: embed(params)[tokens],
+        number_rows=lambda params: embed(params)[: spec.p],
+    )
+
+
+def warmup_schedule(hp: HParams) -> Callable:
+    """lr * min(step / warmup_steps, 1): PyTorch's LambdaLR(min(step/10, 1)) of the paper,
+    so the very first step has learning rate 0."""
+    def schedule(step):
+        ramp = jnp.minimum(step / jnp.maximum(hp.warmup_steps, 1.0), 1.0)
+        return hp.lr * jnp.where(hp.warmup_steps > 0, ramp, 1.0)
+    return schedule
+
+
+def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
+               key_freq_min_share: float = 0.1) -> Callable:
+    """Build `train(key, hp) -> (params, metrics)` for one bucket."""
+    dataset = data.Dataset(spec.p)
+    triples = jnp.asarray(metrics.grad_sym_triples(spec.p, n_triples, triples_seed))
+
+    def train(key: jax.Array, hp: HParams):
+        net = transformer_net(spec, hp.attn_rate)
+        mask = data.train_mask(jax.random.key(hp.split_seed), dataset.n_pairs, hp.train_frac)
+        params = net.init(key)
+        # Decoupled weight decay scaled by the learning rate, as PyTorch's AdamW and optax do.
+        optimizer = optax.adamw(warmup_schedule(hp), b1=hp.beta1, b2=hp.beta2, eps=ADAM_EPS,
+                                weight_decay=hp.weight_decay)
+
+        def loss_fn(params, step_key):
+            if spec.batch_size is None:  # full batch: every train pair, every step
+                weights = mask
+                logits = net.logits(params, dataset.tokens)
+                labels = dataset.labels
+            else:  # a minibatch of train pairs, drawn without replacement
+                idx = jax.random.choice(step_key, dataset.n_pairs, (spec.batch_size,),
+                                        replace=False, p=mask / mask.sum())
+                weights = jnp.ones(spec.batch_size)
+                logits = net.logits(params, dataset.tokens[idx])
+                labels = dataset.labels[idx]
+            return metrics.masked_mean(metrics.cross_entropy(logits, labels), weights)
+
+        def step(carry, step_index):
+            params, opt_state = carry
+            step_key = jax.random.fold_in(key, step_index)
+            loss, grads = jax.value_and_grad(loss_fn)(params, step_key)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), jnp.arange(spec.steps))
+        return params, metrics.evaluate(net, params, dataset, mask, triples, key_freq_min_share)
+
+    return train

@@ -1,0 +1,36 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A tiny but real configuration: every test that trains uses it unless it needs more.
+TINY = ["task.p=11", "model.d_model=16", "train.steps=60", "sweep.seeds=2",
+        "sweep.axes.attn_rate=[0.0,1.0]", "plot=false", "metrics.grad_sym_triples=50"]
+
+
+def run_cli(*overrides, check=True, env=None, timeout=600):
+    """Run `python -m phasescan` in a subprocess, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "phasescan", *overrides], cwd=ROOT,
+                          capture_output=True, text=True, env=full_env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"phasescan failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def compose(*overrides) -> dict:
+    """The resolved config as a plain dict, exactly as `python -m phasescan` would see it."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(version_base=None, config_dir=str(ROOT / "conf")):
+        return OmegaConf.to_container(hydra_compose("config", overrides=list(overrides)), resolve=True)
+
+
+@pytest.fixture
+def tiny_cfg():
+    return compose(*TINY)
