@@ -104,3 +104,16 @@ def cross_check(run: dict) -> list[str]:
         problems.append(
             f"model.d_model={run['d_model']}: must be divisible by model.n_heads={run['n_heads']}")
     return problems
+
+
+def compose(overrides=()) -> dict:
+    """The resolved config as a plain dict, exactly as `python -m phasescan OVERRIDES` sees it
+    (for tools and tests that run outside the Hydra app)."""
+    from pathlib import Path
+
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    conf_dir = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(version_base=None, config_dir=str(conf_dir)):
+        return OmegaConf.to_container(hydra_compose("config", overrides=list(overrides)), resolve=True)

@@ -114,6 +114,20 @@ def swept_axes(cfg: dict) -> dict[str, list]:
     return axes
 
 
+def run_from_row(row) -> dict:
+    """A results row (pandas Series or dict) back to a run dict (NaN -> None for nullable fields)."""
+    run = {}
+    for name, field in FIELDS.items():
+        value = row[name]
+        if field.nullable and (value is None or isinstance(value, float) and np.isnan(value)):
+            value = None
+        run[name] = coerce(name, value.item() if hasattr(value, "item") else value, name)
+    for key in ("seed", "data_seed", "run_index"):
+        run[key] = int(row[key])
+    run["run_id"] = run_id(run)
+    return run
+
+
 def run_id(run: dict) -> str:
     """A stable id derived from everything that determines the trained model."""
     identity = {name: run[name] for name in FIELDS} | {"seed": run["seed"], "data_seed": run["data_seed"]}

@@ -79,7 +79,9 @@ def principal_scores(rows: jax.Array, n: int = N_PCS) -> jax.Array:
 
 
 def circularity(rows: jax.Array) -> jax.Array:
-    """Mean over the first 4 PCs u of min(1, max_f (2/p)|sum_t u[t f mod p] e^(2 pi i t/p)|^2 / |u|^2)."""
+    """Mean over the first 4 PCs u of min(1, max_f (2/p)|sum_t u[t f mod p] e^(2 pi i t/p)|^2 / |u|^2).
+
+    PCs with (numerically) no variance are left out of the mean."""
     p = rows.shape[0]
     scores = principal_scores(rows)
     t = jnp.arange(p)
@@ -87,8 +89,11 @@ def circularity(rows: jax.Array) -> jax.Array:
     permuted = scores[:, (t[None, :] * f[:, None]) % p]  # (n_pcs, p-1, p): u[t f mod p]
     phase = jnp.exp(2j * jnp.pi * t / p)
     power = jnp.abs(jnp.einsum("kft,t->kf", permuted.astype(jnp.complex64), phase)) ** 2
-    share = (2.0 / p) * power.max(axis=1) / jnp.sum(jnp.square(scores), axis=1)
-    return jnp.mean(jnp.minimum(share, 1.0))
+    energy = jnp.sum(jnp.square(scores), axis=1)
+    share = jnp.minimum((2.0 / p) * power.max(axis=1) / jnp.maximum(energy, 1e-30), 1.0)
+    # An embedding of rank < 4 (a single exact circle) has empty PCs: average over the others.
+    present = energy > 1e-6 * jnp.sum(energy)
+    return jnp.sum(jnp.where(present, share, 0.0)) / jnp.sum(present)
 
 
 def frequency_shares(rows: jax.Array) -> jax.Array:

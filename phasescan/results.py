@@ -38,11 +38,8 @@ METRIC_COLUMNS = ["train_loss", "test_loss", "loss", "train_acc", "test_acc", "a
 def rows(runs: list[dict], metrics: dict[str, np.ndarray], algorithms) -> pd.DataFrame:
     """One row per run: its identity, every field, and its metrics (host numpy arrays)."""
     table = {col: [r[col] for r in runs] for col in ID_COLUMNS + FIELD_COLUMNS}
-    shares, masks = metrics["freq_share"], metrics["key_freq_mask"]
-    key_freqs = []
-    for share, mask in zip(shares, masks):
-        ks = np.flatnonzero(mask)
-        key_freqs.append([int(k) + 1 for k in ks[np.argsort(-share[ks], kind="stable")]])
+    key_freqs = [key_freq_list(share, mask)
+                 for share, mask in zip(metrics["freq_share"], metrics["key_freq_mask"])]
     for name in METRIC_COLUMNS:
         if name == "key_freqs":
             table[name] = key_freqs
@@ -53,6 +50,12 @@ def rows(runs: list[dict], metrics: dict[str, np.ndarray], algorithms) -> pd.Dat
         else:
             table[name] = np.asarray(metrics[name]).tolist()
     return pd.DataFrame(table)
+
+
+def key_freq_list(share: np.ndarray, mask: np.ndarray) -> list[int]:
+    """The key frequencies (1-based) of one model, strongest first."""
+    ks = np.flatnonzero(mask)
+    return [int(k) + 1 for k in ks[np.argsort(-share[ks], kind="stable")]]
 
 
 def write_atomic(path: Path, write) -> None:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from . import grid, results
+from . import grid, results, weights
 from .classify import classify
 from .config import ConfigError
 from .progress import Progress
@@ -79,12 +79,16 @@ def compile_chunk(spec: Spec, chunk_size: int, metric_opts: dict):
     return jax.jit(jax.vmap(train)).lower(keys, hp).compile()
 
 
-def run_chunk(compiled, runs: list[dict], chunk_size: int) -> dict[str, np.ndarray]:
-    """Train and measure `runs` (padded to the compiled size); host arrays of the real ones."""
+def run_chunk(compiled, runs: list[dict], chunk_size: int, keep_params: bool = False):
+    """Train and measure `runs` (padded to the compiled size). Returns host metric arrays of the
+    real runs, and with `keep_params` also their parameters (leading axis = run)."""
     padded = runs + [runs[-1]] * (chunk_size - len(runs))
     keys = jax.vmap(jax.random.key)(jnp.asarray([r["seed"] for r in padded], dtype=jnp.uint32))
-    _, metrics = compiled(keys, HParams.from_runs(padded))
-    return {k: np.asarray(v)[: len(runs)] for k, v in jax.device_get(metrics).items()}
+    params, metrics = compiled(keys, HParams.from_runs(padded))
+    metrics = {k: np.asarray(v)[: len(runs)] for k, v in jax.device_get(metrics).items()}
+    if not keep_params:
+        return metrics
+    return metrics, jax.tree_util.tree_map(lambda x: np.asarray(x)[: len(runs)], jax.device_get(params))
 
 
 def prepare_out_dir(out_dir: Path, cfg_yaml: str, identity: str) -> dict:
@@ -105,6 +109,10 @@ def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
     """Train and measure every run of the sweep into out_dir; return the runs table."""
     out_dir = Path(out_dir)
     runs = grid.expand(cfg)
+    save = cfg.get("save_weights", "none")
+    if not (save in ("none", "all", None) or isinstance(save, int) and not isinstance(save, bool) and save > 0):
+        raise ConfigError(f"save_weights={save!r}: must be none, all or a positive integer "
+                          "(the number of seeds per grid cell whose weights are kept)")
     manifest = prepare_out_dir(out_dir, cfg_yaml, sweep_identity(runs, cfg))
     done = results.read_chunks(out_dir)
     done_ids = set() if done is None else set(done["run_id"])
@@ -128,7 +136,13 @@ def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
         manifest["compile_s"][repr(spec)] = round(time.perf_counter() - t0, 3)
         for i in range(0, len(bucket_runs), size):
             chunk = bucket_runs[i: i + size]
-            metrics = run_chunk(compiled, chunk, size)
+            to_save = [weights.should_save(r, cfg["save_weights"], cfg["sweep"]["seed_start"])
+                       for r in chunk]
+            metrics, params = run_chunk(compiled, chunk, size, keep_params=True) if any(to_save) \
+                else (run_chunk(compiled, chunk, size), None)
+            for i in np.flatnonzero(to_save):  # weights first: a finished chunk has its files
+                weights.save(weights.path_of(out_dir, chunk[i]["run_id"]),
+                             weights.to_arrays(weights.jax_tree_index(params, i), chunk[i]))
             labels = classify(metrics, cfg["classify"])
             results.write_chunk(out_dir, results.rows(chunk, metrics, labels))
             progress.update(len(chunk))

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from phasescan.config import compose  # noqa: F401  (tests import it from here)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # A tiny but real configuration: every test that trains uses it unless it needs more.
@@ -20,15 +22,6 @@ def run_cli(*overrides, check=True, env=None, timeout=600):
     if check and proc.returncode != 0:
         raise AssertionError(f"phasescan failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
-
-
-def compose(*overrides) -> dict:
-    """The resolved config as a plain dict, exactly as `python -m phasescan` would see it."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    with initialize_config_dir(version_base=None, config_dir=str(ROOT / "conf")):
-        return OmegaConf.to_container(hydra_compose("config", overrides=list(overrides)), resolve=True)
 
 
 @pytest.fixture

@@ -1,0 +1,76 @@
+"""`python -m phasescan.evaluate WEIGHTS.npz`: measure and label a model trained anywhere.
+
+Prints ONE JSON object (grad_sym, dist_irr, circularity, acc, key_freqs, clock_fve, pizza_fve,
+algorithm, ...). The weights use the interchange layout of docs/weights-format.md. If the file
+holds `train_frac` and `data_seed` the model's own train/test split is rebuilt; otherwise
+accuracy and loss are over all p^2 pairs and test_* are null (the label then uses `acc`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import data, grid, metrics, weights
+from .classify import classify
+from .config import compose
+from .results import key_freq_list
+from .train import Spec, transformer_net
+
+
+def evaluate_arrays(arrays: dict, overrides=()) -> dict:
+    """Metrics and label of one model given as an interchange dict."""
+    cfg = compose(list(overrides))
+    run = grid.base_fields(cfg) | weights.shape_fields(arrays)
+    spec = Spec.from_run(run)
+    opts = cfg["metrics"]
+    dataset = data.Dataset(spec.p)
+    has_split = "train_frac" in arrays and "data_seed" in arrays
+    mask = (data.train_mask(jax.random.key(run["data_seed"]), dataset.n_pairs, run["train_frac"])
+            if has_split else jnp.ones(dataset.n_pairs))
+    triples = jnp.asarray(metrics.grad_sym_triples(spec.p, opts["grad_sym_triples"], opts["triples_seed"]))
+    net = transformer_net(spec, jnp.float32(run["attn_rate"]))
+    measured = jax.jit(lambda params: metrics.evaluate(net, params, dataset, mask, triples,
+                                                        opts["key_freq_min_share"]))
+    values = {k: np.asarray(v) for k, v in measured(weights.to_params(arrays)).items()}
+    label_inputs = dict(values) if has_split else values | {"test_acc": values["acc"]}
+    out = {k: (None if math.isnan(float(v)) else float(v)) if v.dtype.kind == "f" else v.item()
+           for k, v in values.items() if v.ndim == 0}
+    out["key_freqs"] = key_freq_list(values["freq_share"], values["key_freq_mask"])
+    out["n_key_freqs"] = len(out["key_freqs"])
+    out["algorithm"] = str(classify({k: np.atleast_1d(v) for k, v in label_inputs.items()},
+                                    cfg["classify"])[0])
+    out |= {"p": spec.p, "d_model": spec.d_model, "n_layers": spec.n_layers,
+            "attn_rate": run["attn_rate"], "split": "own" if has_split else "all pairs"}
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m phasescan.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("weights", help="a .npz file in the interchange layout")
+    parser.add_argument("overrides", nargs="*",
+                        help="config overrides for the measurement, e.g. metrics.grad_sym_triples=all")
+    args = parser.parse_args(argv)
+    try:
+        arrays = weights.load(args.weights)
+    except (OSError, ValueError) as error:
+        print(f"phasescan.evaluate: cannot read {args.weights}: {error}", file=sys.stderr)
+        return 2
+    missing = [k for k in ("embed", "pos_embed", "unembed", *weights.LAYER_KEYS, "attn_rate", "p", "act")
+               if k not in arrays]
+    if missing:
+        print(f"phasescan.evaluate: {args.weights}: missing arrays {', '.join(missing)} "
+              "(layout: docs/weights-format.md)", file=sys.stderr)
+        return 2
+    print(json.dumps(evaluate_arrays(arrays, args.overrides)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

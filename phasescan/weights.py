@@ -1,0 +1,99 @@
+"""Model weights as `.npz` files in the interchange layout of docs/weights-format.md.
+
+Row-vector convention (`x @ W`); per-layer arrays carry a leading layer axis L:
+  embed (vocab, d), pos_embed (n_ctx, d), unembed (d, p),
+  W_Q W_K W_V (L, n_heads, d, d_head), W_O (L, n_heads*d_head, d),
+  W_in (L, d, d_mlp), b_in (L, d_mlp), W_out (L, d_mlp, d), b_out (L, d),
+  scalars attn_rate (float), p (int), act (str); optional: run_id, seed, data_seed, train_frac
+  (with the last two the evaluator rebuilds the model's train/test split).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import results
+
+LAYER_KEYS = ("W_Q", "W_K", "W_V", "W_O", "W_in", "b_in", "W_out", "b_out")
+WEIGHTS_DIR = "weights"
+
+
+def to_arrays(params, run: dict) -> dict[str, np.ndarray]:
+    """Flax transformer params of one model -> the interchange dict."""
+    tree = params["params"]
+    layers = [tree[f"layer_{i}"] for i in range(run["n_layers"])]
+    arrays = {name: np.asarray(tree[name]) for name in ("embed", "pos_embed", "unembed")}
+    arrays |= {key: np.stack([np.asarray(layer[key]) for layer in layers]) for key in LAYER_KEYS}
+    arrays |= {"attn_rate": np.float32(run["attn_rate"]), "p": np.int64(run["p"]),
+               "act": np.str_(run["act"])}
+    for key in ("run_id", "seed", "data_seed", "train_frac"):
+        if key in run:
+            arrays[key] = np.asarray(run[key])
+    return arrays
+
+
+def to_params(arrays: dict) -> dict:
+    """The interchange dict -> Flax params of the transformer."""
+    tree = {name: np.asarray(arrays[name], np.float32) for name in ("embed", "pos_embed", "unembed")}
+    for i in range(arrays["W_Q"].shape[0]):
+        tree[f"layer_{i}"] = {key: np.asarray(arrays[key][i], np.float32) for key in LAYER_KEYS}
+    return {"params": tree}
+
+
+def shape_fields(arrays: dict) -> dict:
+    """The model fields a weights file implies (the rest come from the default config)."""
+    fields = {"p": int(arrays["p"]), "d_model": int(arrays["embed"].shape[1]),
+              "n_layers": int(arrays["W_Q"].shape[0]), "n_heads": int(arrays["W_Q"].shape[1]),
+              "act": str(arrays["act"]), "attn_rate": float(arrays["attn_rate"])}
+    for key, cast in (("train_frac", float), ("data_seed", int), ("seed", int)):
+        if key in arrays:
+            fields[key] = cast(arrays[key])
+    return fields
+
+
+def save(path: Path, arrays: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results.write_atomic(path, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+
+
+def load(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {key: f[key] for key in f.files}
+
+
+def path_of(out_dir: Path, run_id: str) -> Path:
+    return Path(out_dir) / WEIGHTS_DIR / f"{run_id}.npz"
+
+
+def should_save(run: dict, save_weights, seed_start: int) -> bool:
+    """`save_weights`: none, all, or an integer k = the first k seeds of every grid cell."""
+    if save_weights in (None, "none", 0):
+        return False
+    if save_weights == "all":
+        return True
+    return run["seed"] - seed_start < int(save_weights)
+
+
+def retrain(run: dict, metric_opts: dict) -> dict[str, np.ndarray]:
+    """Train one run again from its row/config (deterministic) and return its weights."""
+    from .sweep import compile_chunk, run_chunk
+    from .train import Spec
+
+    compiled = compile_chunk(Spec.from_run(run), 1, metric_opts)
+    _, params = run_chunk(compiled, [run], 1, keep_params=True)
+    return to_arrays(jax_tree_index(params, 0), run)
+
+
+def jax_tree_index(tree, i: int):
+    """Model i of a stacked parameter tree."""
+    import jax
+
+    return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
+def load_or_retrain(out_dir: Path, row: dict, metric_opts: dict) -> dict[str, np.ndarray]:
+    """A results row's weights: the saved file if the sweep kept it, else trained again."""
+    path = path_of(out_dir, row["run_id"])
+    return load(path) if path.is_file() else retrain(row, metric_opts)
