@@ -106,7 +106,7 @@ def cross_check(run: dict) -> list[str]:
     return problems
 
 
-def compose(overrides=()) -> dict:
+def compose(*overrides: str) -> dict:
     """The resolved config as a plain dict, exactly as `python -m phasescan OVERRIDES` sees it
     (for tools and tests that run outside the Hydra app)."""
     from pathlib import Path

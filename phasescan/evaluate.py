@@ -25,7 +25,7 @@ from .train import Spec, transformer_net
 
 def evaluate_arrays(arrays: dict, overrides=()) -> dict:
     """Metrics and label of one model given as an interchange dict."""
-    cfg = compose(list(overrides))
+    cfg = compose(*overrides)
     run = grid.base_fields(cfg) | weights.shape_fields(arrays)
     spec = Spec.from_run(run)
     opts = cfg["metrics"]
