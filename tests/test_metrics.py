@@ -1,0 +1,123 @@
+"""Metrics on hand-built models with known answers, and the evaluator on saved weights."""
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from phasescan import metrics, weights
+from phasescan.classify import classify
+
+from conftest import ROOT, TINY, run_cli
+
+P = 13
+
+
+def test_grad_sym_is_one_when_logits_depend_on_the_sum_of_embeddings():
+    key = jax.random.key(0)
+    W = jax.random.normal(key, (8, P))
+    logits_of = lambda v: jnp.tanh(v[0] + v[1]) @ W  # depends on E[a] + E[b] only
+    vectors = jax.random.normal(jax.random.key(1), (50, 2, 8))
+    triples = jnp.asarray(metrics.grad_sym_triples(P, 50, 0))
+    assert float(metrics.gradient_symmetricity(logits_of, vectors, triples)) == pytest.approx(1.0, abs=1e-6)
+    asymmetric = lambda v: jnp.tanh(v[0] + 2 * v[1] ** 2) @ W
+    assert float(metrics.gradient_symmetricity(asymmetric, vectors, triples)) < 0.9
+
+
+def _pairs(p):
+    a, b = np.divmod(np.arange(p * p), p)
+    return jnp.asarray(a), jnp.asarray(b)
+
+
+def test_dist_irr_of_clock_and_pizza_tables():
+    a, b = _pairs(P)
+    w = 2 * np.pi * 3 / P
+    rng = np.random.default_rng(0)
+    # Clock: the correct logit depends on a + b only; Pizza: it carries |cos(w (a - b) / 2)|.
+    clock = jnp.asarray(rng.normal(size=P))[(a + b) % P]
+    pizza = jnp.abs(jnp.cos(w * (a - b) / 2))
+    assert float(metrics.distance_irrelevance(clock, a, b, P)) == pytest.approx(1.0, abs=1e-5)
+    assert float(metrics.distance_irrelevance(pizza, a, b, P)) < 0.05
+    # The full templates at all (a, b, c), correct class c = a + b:
+    c = (a + b) % P
+    pizza_full = jnp.abs(jnp.cos(w * (a - b) / 2)) * (jnp.abs(jnp.cos(w * (a + b - c) / 2))
+                                                       - jnp.abs(jnp.sin(w * (a + b - c) / 2)))
+    assert float(metrics.distance_irrelevance(pizza_full + 1e-3 * clock, a, b, P)) < 0.1
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_circle_embedding_has_circularity_one_and_its_frequency(k):
+    t = np.arange(P)
+    basis = np.random.default_rng(1).normal(size=(2, 16))
+    rows = jnp.asarray(np.stack([np.cos(2 * np.pi * k * t / P), np.sin(2 * np.pi * k * t / P)], 1) @ basis)
+    assert float(metrics.circularity(rows)) == pytest.approx(1.0, abs=1e-4)
+    shares = metrics.frequency_shares(rows)
+    mask = metrics.key_frequency_mask(shares, 0.1)
+    from phasescan.results import key_freq_list
+    assert key_freq_list(np.asarray(shares), np.asarray(mask)) == [k]
+
+
+def test_two_circles_and_noise():
+    t = np.arange(P)
+    rng = np.random.default_rng(2)
+    circles = np.stack([np.cos(2 * np.pi * 2 * t / P), np.sin(2 * np.pi * 2 * t / P),
+                        0.7 * np.cos(2 * np.pi * 5 * t / P), 0.7 * np.sin(2 * np.pi * 5 * t / P)], 1)
+    # Circles in orthogonal planes (as trained models hold them; PCA would mix skewed ones).
+    basis = np.linalg.qr(rng.normal(size=(16, 4)))[0].T
+    rows = jnp.asarray(circles @ basis)
+    assert float(metrics.circularity(rows)) > 0.99
+    mask = np.asarray(metrics.key_frequency_mask(metrics.frequency_shares(rows), 0.1))
+    assert set(np.flatnonzero(mask) + 1) == {2, 5}
+    noise = jnp.asarray(rng.normal(size=(P, 16)))
+    assert float(metrics.circularity(noise)) < 0.6
+
+
+def test_template_fve_recovers_the_generating_template():
+    p = 11
+    clock_t, pizza_t = metrics.logit_templates(p)
+    key = jnp.zeros(p // 2, bool).at[2].set(True)  # frequency 3
+    rng = np.random.default_rng(0)
+    noise = 0.05 * rng.normal(size=(p, p, p))
+    clock_logits = 2.0 * clock_t[2] + noise
+    pizza_logits = 2.0 * pizza_t[2] + noise
+    assert float(metrics.template_fve(clock_logits, clock_t, key)) > 0.95
+    assert float(metrics.template_fve(pizza_logits, pizza_t, key)) > 0.95
+    assert float(metrics.template_fve(clock_logits, pizza_t, key)) < float(
+        metrics.template_fve(clock_logits, clock_t, key))
+
+
+def test_classification_rule():
+    thresholds = {"min_test_acc": 0.9, "min_circularity": 0.6, "pizza_min_grad_sym": 0.9,
+                  "pizza_max_dist_irr": 0.7, "clock_max_grad_sym": 0.8, "clock_min_dist_irr": 0.6}
+    table = pd.DataFrame({  # the paper's Model A and Model B, then each failure mode
+        "grad_sym": [0.994, 0.33, 0.6, 0.99, 0.99, 0.99, np.nan],
+        "dist_irr": [0.17, 0.85, 0.3, 0.2, 0.2, 0.2, np.nan],
+        "circularity": [0.998, 0.999, 0.99, 0.3, 0.99, 0.99, np.nan],
+        "test_acc": [1.0, 1.0, 1.0, 1.0, 0.5, 1.0, np.nan],
+        "diverged": [False, False, False, False, False, False, True],
+    })
+    assert list(classify(table, thresholds)) == [
+        "pizza", "clock", "other", "non_circular", "unlearned", "pizza", "diverged"]
+
+
+def test_evaluate_on_saved_weights_reproduces_the_row(tmp_path):
+    out = tmp_path / "sweep"
+    run_cli(*TINY, "train.steps=150", "save_weights=all", f"out_dir={out}")
+    frame = pd.read_parquet(out / "runs.parquet")
+    row = frame.iloc[-1]
+    path = weights.path_of(out, row["run_id"])
+    proc = subprocess.run([sys.executable, "-m", "phasescan.evaluate", str(path),
+                           "metrics.grad_sym_triples=50"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    for name in ("grad_sym", "dist_irr", "circularity", "acc", "test_acc", "clock_fve", "pizza_fve"):
+        assert result[name] == pytest.approx(row[name], rel=1e-4, abs=1e-5), name
+    assert result["key_freqs"] == list(row["key_freqs"])
+    assert result["algorithm"] == row["algorithm"]
+    bad = subprocess.run([sys.executable, "-m", "phasescan.evaluate", str(tmp_path / "nope.npz")],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
