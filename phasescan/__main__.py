@@ -33,18 +33,28 @@ def fail(error: ConfigError) -> None:
 
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from .sweep import run_sweep  # after Hydra parsed the command line: --help stays fast
+    from .sweep import choose_out_dir, run_sweep  # after Hydra parsed the command line: --help stays fast
 
     setup_logging()
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     out_dir = Path(cfg.out_dir or f"results/{cfg.sweep.name}/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     try:
+        out_dir = choose_out_dir(cfg_dict, out_dir)  # validates; out_dir_taken=sibling may move it
         frame = run_sweep(cfg_dict, out_dir, OmegaConf.to_yaml(cfg))
     except ConfigError as error:
         fail(error)
+    except KeyboardInterrupt:
+        print(f"phasescan: interrupted; finished chunks are kept in {out_dir}. "
+              "Run the same command again to resume.", file=sys.stderr)
+        sys.exit(130)
     log.info("%d runs -> %s", len(frame), out_dir / "runs.parquet")
     print(frame.groupby("attn_rate")["algorithm"].value_counts().unstack(fill_value=0).to_string())
 
 
 if __name__ == "__main__":
+    from .overrides import check
+
+    sys.argv[1:], problems = check(sys.argv[1:])  # unknown keys/options: reported like the rest
+    if problems:
+        fail(ConfigError(problems))
     main()

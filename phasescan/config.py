@@ -98,11 +98,82 @@ def coerce(name: str, value: Any, where: str) -> Any:
 
 
 def cross_check(run: dict) -> list[str]:
-    """Constraints between fields of one run."""
+    """Constraints between fields of one run (those whose fields are all in `run`: the others
+    are missing because they are invalid, which is reported on its own)."""
     problems = []
-    if run["d_model"] % run["n_heads"]:
+    has = lambda *names: all(name in run for name in names)
+    if has("d_model", "n_heads") and run["d_model"] % run["n_heads"]:
         problems.append(
             f"model.d_model={run['d_model']}: must be divisible by model.n_heads={run['n_heads']}")
+    # The split's size, computed as data.train_mask does (floor, +1e-4 against 0.5 * 4 = 1.999).
+    if not has("train_frac", "p", "batch_size"):
+        return problems
+    n_train = int(run["train_frac"] * run["p"] ** 2 + 1e-4)
+    if n_train < 1:
+        problems.append(f"task.train_frac={run['train_frac']}: leaves no train pair at "
+                        f"task.p={run['p']} (needs >= 1/p^2 = {1 / run['p'] ** 2:.3g})")
+    elif run["batch_size"] is not None and run["batch_size"] > n_train:
+        problems.append(f"train.batch_size={run['batch_size']}: must be <= the {n_train} train "
+                        f"pairs of task.p={run['p']}, task.train_frac={run['train_frac']} (or null)")
+    return problems
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_options(cfg: dict) -> list[str]:
+    """Problems of the settings that are not fields: chunk sizes, metric options, classify
+    thresholds, output options. (Fields and axes are checked by grid.expand.)"""
+    from .classify import THRESHOLDS  # classify imports nothing from here; import when needed
+
+    problems = []
+    sweep = cfg.get("sweep") or {}
+
+    def need(ok: bool, where: str, value, allowed: str):
+        if not ok:
+            problems.append(f"{where}={value!r}: must be {allowed}")
+
+    size = sweep.get("chunk_size", "auto")
+    need(size == "auto" or _is_int(size) and size > 0, "sweep.chunk_size", size,
+         "auto or a positive integer (models per compiled program)")
+    size = sweep.get("max_chunk_size", 1024)
+    need(_is_int(size) and size > 0, "sweep.max_chunk_size", size, "a positive integer")
+    seed = sweep.get("sample_seed", 0)
+    need(_is_int(seed) and seed >= 0, "sweep.sample_seed", seed, "a non-negative integer")
+
+    metric_opts = cfg.get("metrics") or {}
+    n = metric_opts.get("grad_sym_triples", 300)
+    need(n == "all" or _is_int(n) and n > 0, "metrics.grad_sym_triples", n,
+         'a positive integer or "all"')
+    seed = metric_opts.get("triples_seed", 0)
+    need(_is_int(seed) and seed >= 0, "metrics.triples_seed", seed, "a non-negative integer")
+    share = metric_opts.get("key_freq_min_share", 0.1)
+    need(_is_number(share) and 0 < share <= 1, "metrics.key_freq_min_share", share,
+         "a number in (0, 1]")
+
+    thresholds = cfg.get("classify") or {}
+    for key in thresholds:
+        if key not in THRESHOLDS:
+            problems.append(f"classify.{key}: unknown threshold (allowed: {', '.join(THRESHOLDS)})")
+    for key in THRESHOLDS:
+        if key not in thresholds:
+            problems.append(f"classify.{key}: missing")
+        else:
+            need(_is_number(thresholds[key]) and 0 <= thresholds[key] <= 1, f"classify.{key}",
+                 thresholds[key], "a number in [0, 1]")
+
+    save = cfg.get("save_weights", "none")
+    need(save in ("none", "all", None) or _is_int(save) and save > 0, "save_weights", save,
+         "none, all or a positive integer (the number of seeds per grid cell whose weights are kept)")
+    need(isinstance(cfg.get("plot", False), bool), "plot", cfg.get("plot"), "true or false")
+    taken = cfg.get("out_dir_taken", "refuse")
+    need(taken in ("refuse", "sibling"), "out_dir_taken", taken,
+         "refuse (stop if out_dir holds another sweep) or sibling (use a fresh folder next to it)")
     return problems
 
 

@@ -75,6 +75,14 @@ def seeds_of(sweep: dict) -> list[int]:
 
 def base_fields(cfg: dict) -> dict:
     """The fixed value of every registered field, from the task/model/train sections."""
+    base, problems = checked_base_fields(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return base
+
+
+def checked_base_fields(cfg: dict) -> tuple[dict, list[str]]:
+    """(the valid fields' values, the problems of the others)."""
     base, problems = {}, []
     for section in ("task", "model", "train"):
         for key in cfg.get(section) or {}:
@@ -90,13 +98,19 @@ def base_fields(cfg: dict) -> dict:
             base[name] = coerce(name, section[name], f"{field.section}.{name}")
         except ConfigError as e:
             problems += e.problems
-    if problems:
-        raise ConfigError(problems)
-    return base
+    return base, problems
 
 
 def swept_axes(cfg: dict) -> dict[str, list]:
     """The axes that are set (not null), in config order, each expanded to its values."""
+    axes, problems = checked_swept_axes(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return axes
+
+
+def checked_swept_axes(cfg: dict) -> tuple[dict[str, list | None], list[str]]:
+    """(the axes, None for an invalid one; the problems)."""
     sweep = cfg["sweep"]
     axes, problems = {}, []
     for name, spec in (sweep.get("axes") or {}).items():
@@ -108,10 +122,9 @@ def swept_axes(cfg: dict) -> dict[str, list]:
         try:
             axes[name] = axis_values(name, spec, sweep.get("sample_seed", 0))
         except ConfigError as e:
+            axes[name] = None
             problems += e.problems
-    if problems:
-        raise ConfigError(problems)
-    return axes
+    return axes, problems
 
 
 def run_from_row(row) -> dict:
@@ -141,28 +154,26 @@ def bucket_key(run: dict) -> tuple:
 
 def expand(cfg: dict) -> list[dict]:
     """All runs of a sweep, in grid order, validated. Raises ConfigError listing every problem."""
-    problems = []
-    try:
-        base = base_fields(cfg)
-    except ConfigError as e:
-        problems += e.problems
-    try:
-        axes = swept_axes(cfg)
-    except ConfigError as e:
-        problems += e.problems
+    base, problems = checked_base_fields(cfg)
+    axes, axes_problems = checked_swept_axes(cfg)
+    problems += axes_problems
+    # An invalid axis drops out of the grid and out of the constraint checks below.
+    base = {name: value for name, value in base.items() if axes.get(name, ()) is not None}
+    axes = {name: values for name, values in axes.items() if values is not None}
     try:
         seeds = seeds_of(cfg["sweep"])
     except ConfigError as e:
         problems += e.problems
-    if problems:
-        raise ConfigError(problems)
+        seeds = []
 
     runs = []
     for combo in itertools.product(*axes.values()):
         point = base | dict(zip(axes, combo))
-        for problem in cross_check(point):
+        for problem in cross_check(point):  # checked even when other fields are invalid
             if problem not in problems:
                 problems.append(problem)
+        if problems:  # no runs from an invalid config; the loop goes on to find every problem
+            continue
         for seed in seeds:
             split_seed = point["split_seed"]
             run = point | {"seed": seed, "data_seed": seed if split_seed is None else split_seed}

@@ -59,11 +59,36 @@ def key_freq_list(share: np.ndarray, mask: np.ndarray) -> list[int]:
 
 
 def write_atomic(path: Path, write) -> None:
-    """Write through a temporary file and rename, so a reader never sees half a file."""
+    """Write through a temporary file and rename, so a reader never sees half a file. The data
+    reaches the disk (fsync) before the rename, and the rename before we return."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. folders cannot be opened on some platforms
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def is_temporary(path: Path) -> bool:
+    """A file write_atomic has not finished (".<name>.tmp-<pid>"): never a result."""
+    return path.name.startswith(".") and ".tmp-" in path.name
 
 
 def write_chunk(out_dir: Path, frame: pd.DataFrame) -> Path:
@@ -75,10 +100,17 @@ def write_chunk(out_dir: Path, frame: pd.DataFrame) -> Path:
 
 
 def read_chunks(out_dir: Path) -> pd.DataFrame | None:
-    files = sorted((Path(out_dir) / CHUNKS).glob("chunk-*.parquet"))
-    if not files:
+    """Every finished chunk's rows (None if there are none). A chunk file that cannot be read
+    (damaged outside phasescan) is skipped with a warning: its runs count as not done."""
+    frames = []
+    for f in sorted((Path(out_dir) / CHUNKS).glob("chunk-*.parquet")):
+        try:
+            frames.append(pd.read_parquet(f))
+        except Exception as error:  # pyarrow raises several types for a damaged file
+            print(f"phasescan: {f}: unreadable, its runs count as not done ({error})", file=sys.stderr)
+    if not frames:
         return None
-    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    frame = pd.concat(frames, ignore_index=True)
     return frame.drop_duplicates("run_id").sort_values("run_index").reset_index(drop=True)
 
 
@@ -101,11 +133,13 @@ def load(path) -> pd.DataFrame:
     if (path / RUNS).is_file():
         return pd.read_parquet(path / RUNS)
     frame = read_chunks(path)
-    if frame is None:
-        raise FileNotFoundError(f"{path}: no phasescan results here (no {RUNS} and no {CHUNKS}/)")
     total = "?"
     if (path / MANIFEST).is_file():
         total = json.loads((path / MANIFEST).read_text()).get("n_runs", "?")
+    if frame is None:
+        if total != "?":
+            raise FileNotFoundError(f"{path}: sweep started, no results yet (0 of {total} runs done)")
+        raise FileNotFoundError(f"{path}: no phasescan results here (no {RUNS} and no {CHUNKS}/)")
     print(f"phasescan: {path}: sweep unfinished, {len(frame)} of {total} runs done", file=sys.stderr)
     return frame
 

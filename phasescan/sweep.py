@@ -1,8 +1,10 @@
 """Running a sweep: buckets -> chunks -> one compiled `jit(vmap(train))` per bucket -> rows.
 
 Every finished chunk is written to disk (results.write_chunk) before the next one starts, and a
-rerun with the same out_dir skips the runs already done (matched by run_id), so the final table
-does not depend on the chunking or on interruptions.
+rerun with the same out_dir skips the runs already done (matched by run_id). Chunks are laid out
+over the whole bucket, done or not, so a resumed sweep runs its remaining models in the same
+compiled programs as an uninterrupted one and gets the same bits. A chunk that runs the device
+out of memory is split in halves and retried (README "Reliability").
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import pandas as pd
 
 from . import grid, results, weights
 from .classify import classify
-from .config import ConfigError
+from .config import ConfigError, check_options
 from .progress import Progress
 from .train import HParams, Spec, make_train
 
@@ -91,29 +93,123 @@ def run_chunk(compiled, runs: list[dict], chunk_size: int, keep_params: bool = F
     return metrics, jax.tree_util.tree_map(lambda x: np.asarray(x)[: len(runs)], jax.device_get(params))
 
 
-def prepare_out_dir(out_dir: Path, cfg_yaml: str, identity: str) -> dict:
-    """Create or reopen out_dir; refuse one holding a different sweep. Returns the manifest."""
-    manifest = results.read_manifest(out_dir)
-    if manifest is not None and manifest.get("sweep_identity") != identity:
+def validated_runs(cfg: dict) -> list[dict]:
+    """Every run of the sweep after checking the whole config; one ConfigError lists every
+    problem (fields, axes, seeds, options) before anything is written."""
+    problems = check_options(cfg)
+    try:
+        runs = grid.expand(cfg)
+    except ConfigError as error:
+        problems = error.problems + problems
+    if problems:
+        raise ConfigError(problems)
+    return runs
+
+
+def out_dir_holds(out_dir: Path, identity: str) -> str | None:
+    """None if out_dir is free (absent, empty) or holds this sweep; else what it holds."""
+    if not out_dir.exists():
+        return None
+    if not out_dir.is_dir():
+        return "a file, not a folder"
+    try:
+        manifest = results.read_manifest(out_dir)
+    except (OSError, ValueError):
+        return f"an unreadable {results.MANIFEST}"
+    if manifest is not None:
+        return None if manifest.get("sweep_identity") == identity else \
+            "results of a different sweep configuration"
+    if any(not results.is_temporary(path) for path in out_dir.iterdir()):
+        return f"files that are not phasescan results (no {results.MANIFEST})"
+    return None
+
+
+def pick_out_dir(out_dir: Path, identity: str, taken: str = "refuse") -> Path:
+    """out_dir if it is free or holds this sweep (resume). Otherwise refuse, touching nothing,
+    or with taken="sibling" the first of out_dir-2, out_dir-3, ... that is free or holds it."""
+    out_dir = Path(out_dir)
+    holds = out_dir_holds(out_dir, identity)
+    if holds is None:
+        return out_dir
+    if taken != "sibling":
         raise ConfigError(
-            f"out_dir={out_dir}: holds results of a different sweep configuration; "
-            "nothing was changed. Choose another out_dir (or delete that folder yourself).")
-    out_dir.mkdir(parents=True, exist_ok=True)
+            f"out_dir={out_dir}: holds {holds}; nothing in it was changed. Choose another "
+            f"out_dir, or add out_dir_taken=sibling to start over in a fresh folder next to it "
+            f"({out_dir.name}-2, -3, ...)")
+    n = 2
+    while out_dir_holds(sibling := out_dir.with_name(f"{out_dir.name}-{n}"), identity) is not None:
+        n += 1
+    log.info("out_dir %s holds %s: writing to %s instead", out_dir, holds, sibling)
+    return sibling
+
+
+def choose_out_dir(cfg: dict, out_dir: Path) -> Path:
+    """Where run_sweep(cfg, out_dir) writes (validates cfg; see pick_out_dir)."""
+    identity = sweep_identity(validated_runs(cfg), cfg)
+    return pick_out_dir(out_dir, identity, cfg.get("out_dir_taken", "refuse"))
+
+
+def prepare_out_dir(out_dir: Path, cfg_yaml: str, identity: str) -> dict:
+    """Create or reopen out_dir (already picked by pick_out_dir). Returns the manifest."""
+    manifest = results.read_manifest(out_dir)
     if manifest is None:
-        results.write_atomic(out_dir / results.CONFIG, lambda tmp: tmp.write_text(cfg_yaml))
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"out_dir={out_dir}: cannot create it ({error.strerror})") from None
+        # The manifest first: from now on the folder is recognisably this sweep's.
         manifest = {"sweep_identity": identity, "resumes": -1}
+        results.write_manifest(out_dir, manifest)
+        results.write_atomic(out_dir / results.CONFIG, lambda tmp: tmp.write_text(cfg_yaml))
     return manifest
+
+
+def is_out_of_memory(error: Exception) -> bool:
+    message = str(error)
+    return isinstance(error, jax.errors.JaxRuntimeError) and (
+        "RESOURCE_EXHAUSTED" in message or "out of memory" in message.lower())
+
+
+def programs_of(spec: Spec, metric_opts: dict, size: int, compile_s: dict):
+    """program(n): the bucket's program for n models, compiled on first use and timed into
+    compile_s (under repr(spec), or "<spec> x<n>" for the smaller sizes of a split)."""
+    programs = {}
+
+    def program(n: int):
+        if n not in programs:
+            t0 = time.perf_counter()
+            programs[n] = compile_chunk(spec, n, metric_opts)
+            compile_s[repr(spec) if n == size else f"{spec!r} x{n}"] = round(time.perf_counter() - t0, 3)
+        return programs[n]
+    return program
+
+
+def run_pieces(program, runs: list[dict], size: int, keep_params: bool):
+    """Train `runs` in pieces of `size` models, `program(size)` the compiled program. When the
+    device runs out of memory, halve the size (recompiling) and go on, down to one model.
+    Yields (piece, run_chunk's result, size) as each piece finishes, so it can be saved."""
+    start = 0
+    while start < len(runs):
+        piece = runs[start: start + size]
+        try:
+            result = run_chunk(program(size), piece, size, keep_params=keep_params)
+        except Exception as error:
+            if size == 1 or not is_out_of_memory(error):
+                raise
+            log.warning("out of device memory with %d models per program: retrying with %d",
+                        size, math.ceil(size / 2))
+            size = math.ceil(size / 2)
+            continue
+        yield piece, result, size
+        start += len(piece)
 
 
 def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
     """Train and measure every run of the sweep into out_dir; return the runs table."""
-    out_dir = Path(out_dir)
-    runs = grid.expand(cfg)
-    save = cfg.get("save_weights", "none")
-    if not (save in ("none", "all", None) or isinstance(save, int) and not isinstance(save, bool) and save > 0):
-        raise ConfigError(f"save_weights={save!r}: must be none, all or a positive integer "
-                          "(the number of seeds per grid cell whose weights are kept)")
-    manifest = prepare_out_dir(out_dir, cfg_yaml, sweep_identity(runs, cfg))
+    runs = validated_runs(cfg)
+    identity = sweep_identity(runs, cfg)
+    out_dir = pick_out_dir(out_dir, identity, cfg.get("out_dir_taken", "refuse"))
+    manifest = prepare_out_dir(out_dir, cfg_yaml, identity)
     done = results.read_chunks(out_dir)
     done_ids = set() if done is None else set(done["run_id"])
     todo = [r for r in runs if r["run_id"] not in done_ids]
@@ -127,25 +223,30 @@ def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
 
     start = time.perf_counter()
     progress = Progress(len(runs), done=len(runs) - len(todo))
-    for bucket_runs in grid.buckets(todo).values():
+    for bucket_runs in grid.buckets(runs).values():
+        if all(r["run_id"] in done_ids for r in bucket_runs):
+            continue
         spec = Spec.from_run(bucket_runs[0])
+        # Sized from the whole bucket, done or not: the same programs as an uninterrupted run.
         size = chunk_size_for(spec, len(bucket_runs), cfg["sweep"]["chunk_size"],
                               cfg["sweep"]["max_chunk_size"])
-        t0 = time.perf_counter()
-        compiled = compile_chunk(spec, size, cfg["metrics"])
-        manifest["compile_s"][repr(spec)] = round(time.perf_counter() - t0, 3)
+        program = programs_of(spec, cfg["metrics"], size, manifest["compile_s"])
+        fits = size  # models per program that fit the device (halved on running out of memory)
         for i in range(0, len(bucket_runs), size):
-            chunk = bucket_runs[i: i + size]
-            to_save = [weights.should_save(r, cfg["save_weights"], cfg["sweep"]["seed_start"])
-                       for r in chunk]
-            metrics, params = run_chunk(compiled, chunk, size, keep_params=True) if any(to_save) \
-                else (run_chunk(compiled, chunk, size), None)
-            for i in np.flatnonzero(to_save):  # weights first: a finished chunk has its files
-                weights.save(weights.path_of(out_dir, chunk[i]["run_id"]),
-                             weights.to_arrays(weights.jax_tree_index(params, i), chunk[i]))
-            labels = classify(metrics, cfg["classify"])
-            results.write_chunk(out_dir, results.rows(chunk, metrics, labels))
-            progress.update(len(chunk))
+            chunk = [r for r in bucket_runs[i: i + size] if r["run_id"] not in done_ids]
+            if not chunk:
+                continue
+            to_save = lambda run: weights.should_save(run, cfg["save_weights"], cfg["sweep"]["seed_start"])
+            keep = any(map(to_save, chunk))
+            for piece, result, fits in run_pieces(program, chunk, fits, keep_params=keep):
+                metrics, params = result if keep else (result, None)
+                for j, run in enumerate(piece):  # weights first: a finished chunk has its files
+                    if to_save(run):
+                        weights.save(weights.path_of(out_dir, run["run_id"]),
+                                     weights.to_arrays(weights.jax_tree_index(params, j), run))
+                labels = classify(metrics, cfg["classify"])
+                results.write_chunk(out_dir, results.rows(piece, metrics, labels))
+                progress.update(len(piece))
     progress.close()
 
     frame = results.assemble(out_dir)
