@@ -87,7 +87,10 @@ def check(args: list[str]) -> tuple[list[str], list[str]]:
     from .sweep import validated_runs  # imports jax: only when there is something to report
 
     args = quote_ranges(args)
-    problems, kept = unknown_names(args)
+    try:
+        problems, kept = unknown_names(args)
+    except HydraException:  # the config files themselves do not compose: Hydra says why
+        return args, []
     if problems:
         try:
             validated_runs(compose([a for a in kept if "=" in a and not a.startswith(("-", "hydra"))]))
