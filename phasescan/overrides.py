@@ -63,7 +63,7 @@ def unknown_names(args: list[str]) -> tuple[list[str], list[str]]:
         changes.append((override, values[0]))
 
     # Keys are known if the config that the group choices compose to has them.
-    tree = compose([f"{o.key_or_group}={first}" for o, first in changes if o.key_or_group in groups])
+    tree = compose(*[f"{o.key_or_group}={first}" for o, first in changes if o.key_or_group in groups])
     for override, _ in changes:
         name, node = override.key_or_group, tree
         parts = name.split(".")
@@ -93,7 +93,7 @@ def check(args: list[str]) -> tuple[list[str], list[str]]:
         return args, []
     if problems:
         try:
-            validated_runs(compose([a for a in kept if "=" in a and not a.startswith(("-", "hydra"))]))
+            validated_runs(compose(*[a for a in kept if "=" in a and not a.startswith(("-", "hydra"))]))
         except ConfigError as error:
             problems += error.problems
         except HydraException:  # the rest has a problem of Hydra's own: reported once these are fixed

@@ -47,7 +47,7 @@ def cache_env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, cache_env):
     """The uninterrupted sweep, one model per chunk."""
-    return sweep.run_sweep(compose(BASE + ["sweep.chunk_size=1"]),
+    return sweep.run_sweep(compose(*BASE, "sweep.chunk_size=1"),
                            tmp_path_factory.mktemp("reference") / "out")
 
 
@@ -110,7 +110,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path, reference, cache_en
 
 
 def test_resume_of_a_finished_sweep_trains_nothing(tmp_path, cache_env, monkeypatch):
-    cfg = compose(BASE + ["sweep.chunk_size=1", "sweep.axes.steps=[30]"])
+    cfg = compose(*BASE, "sweep.chunk_size=1", "sweep.axes.steps=[30]")
     first = sweep.run_sweep(cfg, tmp_path / "out")
     monkeypatch.setattr(sweep, "compile_chunk", lambda *a: pytest.fail("compiled again"))
     again = sweep.run_sweep(cfg, tmp_path / "out")
@@ -130,13 +130,13 @@ def test_same_table_whatever_bucket_order(tmp_path, reference, monkeypatch):
         return groups
 
     monkeypatch.setattr(grid, "buckets", reversed_buckets)
-    frame = sweep.run_sweep(compose(BASE + ["sweep.chunk_size=1"]), tmp_path / "out")
+    frame = sweep.run_sweep(compose(*BASE, "sweep.chunk_size=1"), tmp_path / "out")
     assert order == list(reversed(real_buckets(frame.to_dict("records"))))
     assert_same_table(frame, reference)
 
 
 def test_same_table_whatever_chunk_size(tmp_path, reference):
-    frame = sweep.run_sweep(compose(BASE + ["sweep.chunk_size=2", "sweep.axes.steps=[60]"]),
+    frame = sweep.run_sweep(compose(*BASE, "sweep.chunk_size=2", "sweep.axes.steps=[60]"),
                             tmp_path / "out")
     # Programs of 2 models instead of 1: XLA may round differently in the last bits, no more.
     want = reference[reference["steps"] == 60].reset_index(drop=True)
@@ -147,7 +147,7 @@ def test_same_table_whatever_chunk_size(tmp_path, reference):
 
 def foreign_folder(path, overrides_=("task.p=13",)):
     """A results folder of another sweep (TINY at another p), with a chunk in it."""
-    other = compose(TINY + list(overrides_))
+    other = compose(*TINY, *overrides_)
     identity = sweep.sweep_identity(sweep.validated_runs(other), other)
     sweep.prepare_out_dir(path, "other: sweep\n", identity)
     (path / results.CHUNKS).mkdir()
@@ -156,7 +156,7 @@ def foreign_folder(path, overrides_=("task.p=13",)):
 
 
 def test_foreign_out_dir_is_refused_and_left_untouched(tmp_path):
-    cfg = compose(TINY)
+    cfg = compose(*TINY)
     taken = foreign_folder(tmp_path / "taken")
     not_results = tmp_path / "mine"
     not_results.mkdir()
@@ -174,13 +174,13 @@ def test_foreign_out_dir_is_refused_and_left_untouched(tmp_path):
 
 
 def test_out_dir_taken_sibling_picks_a_fresh_folder_and_resumes_there(tmp_path):
-    cfg = compose(TINY + ["out_dir_taken=sibling"])
+    cfg = compose(*TINY, "out_dir_taken=sibling")
     taken = foreign_folder(tmp_path / "res")
     assert sweep.choose_out_dir(cfg, taken) == tmp_path / "res-2"
     identity = sweep.sweep_identity(sweep.validated_runs(cfg), cfg)
     sweep.prepare_out_dir(tmp_path / "res-2", "", identity)  # a started, interrupted run
     assert sweep.choose_out_dir(cfg, taken) == tmp_path / "res-2"  # the same command resumes it
-    assert sweep.choose_out_dir(compose(TINY + ["out_dir_taken=sibling", "task.p=12"]), taken) \
+    assert sweep.choose_out_dir(compose(*TINY, "out_dir_taken=sibling", "task.p=12"), taken) \
         == tmp_path / "res-3"
 
 
@@ -197,8 +197,7 @@ def test_cli_refuses_foreign_out_dir_briefly(tmp_path):
 # --- divergence -----------------------------------------------------------------------------
 
 def test_diverging_model_is_labelled_and_contained(cache_env):
-    cfg = compose(TINY + ["sweep.seeds=1", "sweep.axes.attn_rate=[1.0]",
-                          "sweep.axes.lr=[1e-3,1e6,3e-3]"])
+    cfg = compose(*TINY, "sweep.seeds=1", "sweep.axes.attn_rate=[1.0]", "sweep.axes.lr=[1e-3,1e6,3e-3]")
     sane, blowup, other = sweep.validated_runs(cfg)
     program = sweep.compile_chunk(Spec.from_run(sane), 2, cfg["metrics"])
     mixed = sweep.run_chunk(program, [sane, blowup], 2)
@@ -227,7 +226,7 @@ def test_out_of_memory_chunk_is_split_and_retried(tmp_path, reference, monkeypat
     real_compile = sweep.compile_chunk
     monkeypatch.setattr(sweep, "compile_chunk", lambda spec, size, opts:
                         out_of_memory(size) if size > 1 else real_compile(spec, size, opts))
-    frame = sweep.run_sweep(compose(BASE + ["sweep.chunk_size=4"]), tmp_path / "out")
+    frame = sweep.run_sweep(compose(*BASE, "sweep.chunk_size=4"), tmp_path / "out")
     assert "out of device memory with 4 models per program: retrying with 2" in caplog.text
     assert "out of device memory with 2 models per program: retrying with 1" in caplog.text
     # Split down to one model per program: the reference's programs, so the same bits.
@@ -236,7 +235,7 @@ def test_out_of_memory_chunk_is_split_and_retried(tmp_path, reference, monkeypat
 
 
 def test_other_errors_and_one_model_out_of_memory_are_not_retried():
-    runs = sweep.validated_runs(compose(TINY))
+    runs = sweep.validated_runs(compose(*TINY))
 
     def failing(message):
         def program(*args):
@@ -276,7 +275,7 @@ def test_other_errors_and_one_model_out_of_memory_are_not_retried():
 ])
 def test_each_bad_input_names_key_value_and_allowed(override, says, tmp_path):
     with pytest.raises(ConfigError) as error:
-        sweep.run_sweep(compose(TINY + [override]), tmp_path / "out")
+        sweep.run_sweep(compose(*TINY, override), tmp_path / "out")
     assert error.value.problems == [next(p for p in error.value.problems if says in p)]
     assert not (tmp_path / "out").exists()
 
@@ -314,7 +313,7 @@ def test_cli_reports_every_bad_input_at_once_without_traceback(tmp_path):
 
 def test_range_axes_work_unquoted_on_the_command_line():
     args, problems = overrides.check(["sweep.axes.attn_rate=linspace(0,1,3)"])
-    assert problems == [] and grid.swept_axes(compose(args))["attn_rate"] == [0.0, 0.5, 1.0]
+    assert problems == [] and grid.swept_axes(compose(*args))["attn_rate"] == [0.0, 0.5, 1.0]
 
 
 # --- files --------------------------------------------------------------------------------------
