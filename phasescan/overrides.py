@@ -39,7 +39,7 @@ def config_groups(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
 
 
 def unknown_names(args: list[str]) -> tuple[list[str], list[str]]:
-    """(problems, the other args): unknown config-group options and keys, taken out of args."""
+    """(the other args, problems): unknown config-group options and keys, taken out of args."""
     parser = OverridesParser.create()
     groups = config_groups()
     problems, kept, changes = [], [], []
@@ -78,7 +78,7 @@ def unknown_names(args: list[str]) -> tuple[list[str], list[str]]:
                 kept.remove(override.input_line)
                 break
             node = node[part]
-    return problems, kept
+    return kept, problems
 
 
 def check(args: list[str]) -> tuple[list[str], list[str]]:
@@ -88,7 +88,7 @@ def check(args: list[str]) -> tuple[list[str], list[str]]:
 
     args = quote_ranges(args)
     try:
-        problems, kept = unknown_names(args)
+        kept, problems = unknown_names(args)
     except HydraException:  # the config files themselves do not compose: Hydra says why
         return args, []
     if problems:

@@ -331,9 +331,12 @@ def test_a_damaged_chunk_counts_as_not_done(tmp_path, capsys):
     good = pd.DataFrame({"run_id": ["a", "b"], "run_index": [1, 0], "x": [1.0, 2.0]})
     results.write_chunk(tmp_path, good)
     (tmp_path / results.CHUNKS / "chunk-damaged.parquet").write_bytes(b"PAR1 cut off")
+    # what a kill in the middle of write_atomic leaves: hidden, never read
+    (tmp_path / results.CHUNKS / ".chunk-cafe.parquet.tmp-4242").write_bytes(b"PAR1 half")
     frame = results.read_chunks(tmp_path)
     assert list(frame["run_id"]) == ["b", "a"]
-    assert "chunk-damaged.parquet: unreadable" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "chunk-damaged.parquet: unreadable" in err and "tmp-4242" not in err
 
 
 def test_write_atomic_leaves_nothing_when_writing_fails(tmp_path):
