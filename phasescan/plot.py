@@ -264,9 +264,18 @@ def inspection_data(arrays: dict, run: dict, metric_opts: dict) -> dict:
     half = p // 2
     surface = np.full((p, p), np.nan)  # rows: a - b centred on 0, columns: a + b (mod p)
     surface[(a - b + half) % p, (a + b) % p] = correct
-    return {"scores": centred @ pcs.T, "var_share": s[:4] ** 2 / np.sum(s ** 2),
+    scores = centred @ pcs.T
+    return {"scores": scores, "var_share": s[:4] ** 2 / np.sum(s ** 2),
+            "pair_freqs": [pair_frequency(scores[:, 0:2]), pair_frequency(scores[:, 2:4])],
             "grad_a": g[:, 0] @ pcs[:2].T, "grad_b": g[:, 1] @ pcs[:2].T, "surface": surface,
             "diff_range": (-half, p - 1 - half)}
+
+
+def pair_frequency(scores: np.ndarray) -> int:
+    """The frequency k (1..p//2) holding most of the Fourier energy of a pair of PC scores (p, 2):
+    on a circle of frequency k token t sits at angle 2 pi k t / p."""
+    power = np.sum(np.abs(np.fft.rfft(scores, axis=0)[1:]) ** 2, axis=1)
+    return int(np.argmax(power)) + 1
 
 
 def inspection(row: pd.Series, d: dict) -> Figure:
@@ -274,15 +283,16 @@ def inspection(row: pd.Series, d: dict) -> Figure:
     fig = Figure(figsize=(10.5, 8.4), layout="constrained")
     (ax1, ax2), (ax3, ax4) = fig.subplots(2, 2)
     cyclic = colormaps["twilight"]
-    for ax, (i, j) in ((ax1, (0, 1)), (ax2, (2, 3))):
+    for ax, (i, j), k in zip((ax1, ax2), ((0, 1), (2, 3)), d["pair_freqs"]):
         u, v = d["scores"][:, i], d["scores"][:, j]
-        ax.scatter(u, v, c=np.arange(p), cmap=cyclic, vmin=0, vmax=p, s=40, edgecolors="black",
-                   linewidths=0.4)
+        # Coloured by the angle a frequency-k circle gives each token: neighbours share a hue.
+        ax.scatter(u, v, c=(k * np.arange(p)) % p, cmap=cyclic, vmin=0, vmax=p, s=40,
+                   edgecolors="black", linewidths=0.4)
         for t in range(p):
             ax.annotate(str(t), (u[t], v[t]), textcoords="offset points", xytext=(4, 3), fontsize=7)
         ax.set_xlabel(f"PC{i + 1} ({100 * d['var_share'][i]:.0f}% of variance)")
         ax.set_ylabel(f"PC{j + 1} ({100 * d['var_share'][j]:.0f}% of variance)")
-        ax.set_title(f"Embedding of tokens 0..{p - 1} on PC{i + 1}/PC{j + 1}", loc="left")
+        ax.set_title(f"Embedding, tokens 0..{p - 1} (colour: {k}t mod p, k = {k})", loc="left")
         ax.set_aspect("equal", adjustable="datalim")
     ga, gb = d["grad_a"], d["grad_b"]
     for k, (color, marker) in enumerate((("#0072B2", "o"), ("#E69F00", "s"))):
@@ -295,7 +305,7 @@ def inspection(row: pd.Series, d: dict) -> Figure:
     ax3.set_aspect("equal")
     ax3.set_xlabel("d logit_c / d E[a]  (projected)")
     ax3.set_ylabel("d logit_c / d E[b]  (projected)")
-    ax3.set_title(f"Gradients over {len(ga)} triples (a, b, c); on y = x: symmetric", loc="left")
+    ax3.set_title(f"Input gradients, {len(ga)} triples (Pizza: on y = x)", loc="left")
     ax3.legend(frameon=False, loc="upper left")
     lo, hi = d["diff_range"]
     image = ax4.imshow(d["surface"], origin="lower", aspect="auto", cmap="viridis",
