@@ -58,7 +58,7 @@ def draw_figures(out_dir: Path) -> None:
         log.error("drawing the figures failed (%s: %s); results are kept, retry with "
                   "`python -m phasescan.plot %s`", type(error).__name__, error, out_dir)
         sys.exit(1)
-    log.info("%d figures -> %s", len(paths), out_dir / plot.FIGURES)
+    log.info("figures (%d files) -> %s", len(paths), out_dir / plot.FIGURES)
 
 
 if __name__ == "__main__":

@@ -206,15 +206,28 @@ def paper_scatter(frame: pd.DataFrame, x: str, y: str, circular_only: bool) -> F
     fig = Figure(figsize=(10.0, 3.8), layout="constrained")
     axes = fig.subplots(1, 2)
     cmap = colormaps["viridis"]
-    for ax, (vertical, log) in zip(axes, (("dist_irr", False), (y, y in LOG_AXES))):
-        points = ax.scatter(shown[x], shown[vertical], c=shown["grad_sym"], cmap=cmap, vmin=0, vmax=1,
-                            s=28, edgecolors="black", linewidths=0.3)
+    failed = shown["algorithm"].isin(["unlearned", "diverged"])  # their metrics mean little
+    # In the x-y view the seeds of a grid cell would hide each other: spread them sideways.
+    cell = shown.groupby([x, y], dropna=False)
+    span = float(np.ptp(shown[x])) if len(shown) else 0.0
+    spread = (cell.cumcount() - (cell[x].transform("size") - 1) / 2) * 0.012 * (span or 1.0)
+    for ax, (vertical, log, offset) in zip(axes, (("dist_irr", False, 0.0), (y, y in LOG_AXES, spread))):
+        horizontal = shown[x] + offset
+        points = ax.scatter(horizontal[~failed], shown.loc[~failed, vertical],
+                            c=shown.loc[~failed, "grad_sym"], cmap=cmap, vmin=0, vmax=1, s=28,
+                            edgecolors="black", linewidths=0.3)
+        if failed.any():
+            ax.scatter(horizontal[failed], shown.loc[failed, vertical], marker="x", s=22,
+                       color="#999999", label="unlearned / diverged")
         ax.set_xlabel(label(x))
         ax.set_ylabel(label(vertical))
         if log:
             ax.set_yscale("log", base=2)
             ax.yaxis.set_major_formatter("{x:g}")
         ax.grid(alpha=0.3)
+    if failed.any():
+        axes[0].legend(frameon=False, loc="best")
+    axes[1].set_xlabel(label(x) + (" (seeds of a cell side by side)" if len(shown) > cell.ngroups else ""))
     fig.colorbar(points, ax=axes, label=label("grad_sym"), shrink=0.9)
     which = (f"circular models only (circularity >= {CIRCULAR_MIN}): {len(shown)} of {len(frame)} runs"
              if circular_only else f"all {len(frame)} runs")
