@@ -111,7 +111,7 @@ def _grid_ticks(ax, x, xs, y, ys):
     ax.set_xticks(range(len(xs)), [table.short(v) for v in xs], rotation=45 if len(xs) > 14 else 0)
     ax.set_yticks(range(len(ys)), [table.short(v) for v in ys])
     ax.set_xlabel(label(x))
-    ax.set_ylabel(label(y) + (" (log scale)" if y in LOG_AXES and len(ys) > 2 else ""))
+    ax.set_ylabel(label(y) + " (one row per value)")
 
 
 def _draw_boundary(ax, bounds: pd.DataFrame, y: str, ys: np.ndarray, xs: np.ndarray):
@@ -319,7 +319,7 @@ def inspection(row: pd.Series, d: dict) -> Figure:
     ax3.set_xlabel("d logit_c / d E[a]  (projected)")
     ax3.set_ylabel("d logit_c / d E[b]  (projected)")
     ax3.set_title(f"Input gradients, {len(ga)} triples (Pizza: on y = x)", loc="left")
-    ax3.legend(frameon=False, loc="upper left")
+    ax3.legend(loc="upper left", framealpha=0.9)
     lo, hi = d["diff_range"]
     image = ax4.imshow(d["surface"], origin="lower", aspect="auto", cmap="viridis",
                        extent=(-0.5, p - 0.5, lo - 0.5, hi + 0.5))
