@@ -48,7 +48,22 @@ def main(cfg: DictConfig) -> None:
               "Run the same command again to resume.", file=sys.stderr)
         sys.exit(130)
     log.info("%d runs -> %s", len(frame), out_dir / "runs.parquet")
-    print(frame.groupby("attn_rate")["algorithm"].value_counts().unstack(fill_value=0).to_string())
+    from . import table
+    print(table.format_table(frame))
+    if cfg.plot:
+        draw_figures(out_dir)
+
+
+def draw_figures(out_dir: Path) -> None:
+    """The sweep's figures; inspection figures only for runs whose weights were saved (no retraining)."""
+    from . import plot
+    try:
+        paths = plot.draw(out_dir, inspect="saved")
+    except Exception as error:  # the results are on disk: say so, and how to draw again
+        log.error("drawing the figures failed (%s: %s); results are kept, retry with "
+                  "`python -m phasescan.plot %s`", type(error).__name__, error, out_dir)
+        sys.exit(1)
+    log.info("figures (%d files) -> %s", len(paths), out_dir / plot.FIGURES)
 
 
 if __name__ == "__main__":

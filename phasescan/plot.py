@@ -1,0 +1,429 @@
+"""`python -m phasescan.plot RESULTS_DIR [x=attn_rate] [y=d_model] [--formats png,pdf,svg]
+[--runs ID,ID] [--circular-only] [--no-inspect]`: draw a sweep's figures into RESULTS_DIR/figures/.
+
+Figures (one file per figure and format):
+  phase_diagram     each (y, x) cell coloured by its majority algorithm, with `k/n` (runs with it
+                    / runs); the Pizza -> Clock boundary (boundary.estimate) and its 95% bootstrap
+                    interval drawn on it. With one y value: the share of each algorithm along x.
+  metric_heatmaps   median gradient symmetricity and distance irrelevance per cell.
+  paper_scatter     the paper's views: x vs distance irrelevance, and x vs y, coloured by
+                    gradient symmetricity (`--circular-only`: circularity >= 0.995 only).
+  inspect_<run_id>  one model: its embedding on principal-component pairs (tokens labelled), the
+                    gradient scatter (d logit_c / d E[a] vs d E[b] on the first PCs, y = x line),
+                    and the correct-class logit over (a+b, a-b).
+  boundary.csv      the boundary table (one row per y value).
+
+Inspected runs: `--runs`, or automatically the most Clock-like and the most Pizza-like run. Their
+weights come from RESULTS_DIR/weights/ when the sweep kept them (`save_weights=`), else the one
+model is trained again from its row (a compilation: seconds to minutes). At the end of a sweep
+(`plot=true`) only runs with saved weights are inspected, so the figures never retrain.
+Axes other than x and y that the sweep varied are pooled; the titles say so.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps, colors
+from matplotlib.figure import Figure  # object API: no pyplot state, no GUI backend needed
+from matplotlib.patches import Patch
+
+from . import boundary, grid, results, table, weights
+from .classify import ALGORITHMS
+from .config import ConfigError
+
+FIGURES = "figures"
+BOUNDARY_CSV = "boundary.csv"
+CIRCULAR_MIN = 0.995  # the paper keeps models with circularity >= 99.5% in its scatter plots
+
+# Okabe-Ito, one fixed colour per class (colour-blind safe).
+COLORS = {"clock": "#0072B2", "pizza": "#E69F00", "other": "#CC79A7", "non_circular": "#009E73",
+          "unlearned": "#BBBBBB", "diverged": "#000000"}
+assert set(COLORS) == set(ALGORITHMS)
+LABELS = {"attn_rate": "attention rate", "d_model": "width d_model", "lr": "learning rate",
+          "weight_decay": "weight decay", "train_frac": "train fraction", "n_heads": "heads",
+          "n_layers": "layers", "grad_sym": "gradient symmetricity",
+          "dist_irr": "distance irrelevance"}
+LOG_AXES = {"d_model", "lr", "weight_decay", "batch_size"}
+STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5,
+         "xtick.labelsize": 9, "ytick.labelsize": 9, "savefig.dpi": 150, "figure.dpi": 100}
+
+
+def label(name: str) -> str:
+    return LABELS.get(name, name)
+
+
+def save(fig: Figure, folder: Path, name: str, formats) -> list[Path]:
+    paths = []
+    for fmt in formats:
+        path = folder / f"{name}.{fmt}"
+        results.write_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, bbox_inches="tight"))
+        paths.append(path)
+    return paths
+
+
+def pooled_note(pooled: list[str], frame: pd.DataFrame) -> str:
+    return "" if not pooled else "; pooled over " + ", ".join(
+        f"{a} ({frame[a].nunique()} values)" for a in pooled)
+
+
+def grid_position(ticks: np.ndarray, value: float) -> float:
+    """Where an x value (e.g. the boundary) falls on a grid of cells drawn at 0, 1, 2, ...:
+    linear between cell centres, like the boundary's own interpolation."""
+    return float(np.interp(value, ticks, np.arange(len(ticks))))
+
+
+# ---------------------------------------------------------------- phase diagram and heat maps
+
+def phase_diagram(frame: pd.DataFrame, x: str, y: str, pooled: list[str], bounds: pd.DataFrame) -> Figure:
+    cells = table.cells(frame, x, y)
+    xs = np.sort(cells[x].unique())
+    ys = np.sort(cells[y].unique())
+    note = pooled_note(pooled, frame)
+    if len(ys) == 1:
+        return phase_shares(cells, x, xs, y, ys[0], bounds.iloc[0], note)
+    fig = Figure(figsize=(max(5.0, 0.62 * len(xs) + 2.6), max(3.2, 0.45 * len(ys) + 1.8)))
+    ax = fig.subplots()
+    image = np.ones((len(ys), len(xs), 3))  # white where a cell has no runs
+    for _, r in cells.iterrows():
+        i, j = np.searchsorted(ys, r[y]), np.searchsorted(xs, r[x])
+        share = r["majority_count"] / r["n"]
+        strength = 0.3 + 0.7 * share  # a weak majority is drawn paler
+        image[i, j] = strength * np.array(colors.to_rgb(COLORS[r["majority"]])) + (1 - strength)
+        ink = "white" if r["majority"] in ("clock", "diverged") and share > 0.7 else "black"
+        ax.text(j, i, f"{r['majority_count']}/{r['n']}", ha="center", va="center", fontsize=8,
+                color=ink)
+    ax.imshow(image, origin="lower", aspect="auto")
+    _grid_ticks(ax, x, xs, y, ys)
+    handles = [Patch(color=COLORS[a], label=a) for a in ALGORITHMS if (cells["majority"] == a).any()]
+    curve = _draw_boundary(ax, bounds, y, ys, xs)
+    handles += [curve] if curve else []
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(f"Majority algorithm per cell (k/n: runs with it / runs; paler: weaker "
+                 f"majority){note}", loc="left")
+    return fig
+
+
+def _grid_ticks(ax, x, xs, y, ys):
+    ax.set_xticks(range(len(xs)), [table.short(v) for v in xs], rotation=45 if len(xs) > 14 else 0)
+    ax.set_yticks(range(len(ys)), [table.short(v) for v in ys])
+    ax.set_xlabel(label(x))
+    ax.set_ylabel(label(y) + " (one row per value)")
+
+
+def _draw_boundary(ax, bounds: pd.DataFrame, y: str, ys: np.ndarray, xs: np.ndarray):
+    """The Pizza share = 1/2 crossing of every row, with its interval as a horizontal bar."""
+    points = [(np.searchsorted(ys, r[y]), r) for _, r in bounds.iterrows() if r["status"] == "crossing"]
+    if not points:
+        return None
+    rows = np.array([i for i, _ in points], dtype=float)
+    centre = np.array([grid_position(xs, r["boundary"]) for _, r in points])
+    lo = np.array([grid_position(xs, r["lo"]) if np.isfinite(r["lo"]) else c
+                   for (_, r), c in zip(points, centre)])
+    hi = np.array([grid_position(xs, r["hi"]) if np.isfinite(r["hi"]) else c
+                   for (_, r), c in zip(points, centre)])
+    return ax.errorbar(centre, rows, xerr=[centre - lo, hi - centre], fmt="D-", color="black",
+                       mfc="white", ms=6, lw=1.5, capsize=4, label="Pizza share = 1/2\n(bars: 95% CI)")
+
+
+def phase_shares(cells, x, xs, y, y_value, bound, note) -> Figure:
+    """1-D diagram: the share of each algorithm along x as stacked bars, with the boundary."""
+    fig = Figure(figsize=(max(5.5, 0.32 * len(xs) + 3.5), 3.6))
+    ax = fig.subplots()
+    step = np.min(np.diff(xs)) if len(xs) > 1 else 1.0
+    bottom = np.zeros(len(xs))
+    cells = cells.set_index(x).loc[xs]
+    # Pizza at the bottom: its bar height is the Pizza share, read against the 1/2 line.
+    for name in sorted(ALGORITHMS, key=lambda a: a != "pizza"):
+        share = (cells[name] / cells["n"]).to_numpy()
+        if share.any():
+            ax.bar(xs, share, width=0.85 * step, bottom=bottom, color=COLORS[name], label=name,
+                   edgecolor="white", linewidth=0.5)
+        bottom += share
+    ax.axhline(0.5, color="black", lw=0.8, ls=":")
+    if bound["status"] == "crossing":
+        if np.isfinite(bound["lo"]):
+            ax.axvspan(bound["lo"], bound["hi"], facecolor="none", edgecolor="black", hatch="///",
+                       lw=0, alpha=0.6, label="95% CI", zorder=3)
+        ax.axvline(bound["boundary"], color="black", lw=2, zorder=4,
+                   label=f"Pizza share = 1/2 at {bound['boundary']:.3g}")
+    ax.set_xlim(xs[0] - 0.6 * step, xs[-1] + 0.6 * step)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel(label(x))
+    ax.set_ylabel("share of runs")
+    n = cells["n"]
+    runs = f"{n.min()}" if n.min() == n.max() else f"{n.min()}-{n.max()}"
+    ax.set_title(f"Algorithm share per {label(x)} ({y} = {table.short(y_value)}, {runs} runs "
+                 f"per bar){note}", loc="left")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return fig
+
+
+def metric_heatmaps(frame: pd.DataFrame, x: str, y: str, pooled: list[str]) -> Figure:
+    cells = table.cells(frame, x, y)
+    xs = np.sort(cells[x].unique())
+    ys = np.sort(cells[y].unique())
+    note = pooled_note(pooled, frame)
+    metrics = ("grad_sym", "dist_irr")
+    if len(ys) == 1:  # 1-D: median and the spread over runs along x
+        fig = Figure(figsize=(6.0, 3.4))
+        ax = fig.subplots()
+        for metric, color in zip(metrics, ("#56B4E9", "#D55E00")):
+            q = frame.groupby(x)[metric].quantile([0.25, 0.5, 0.75]).unstack()
+            ax.plot(q.index, q[0.5], "o-", color=color, label=f"median {label(metric)}")
+            ax.fill_between(q.index, q[0.25], q[0.75], color=color, alpha=0.25, lw=0)
+        ax.set_xlabel(label(x))
+        ax.set_ylabel("metric value (band: 25-75%)")
+        ax.set_ylim(0, 1.05)
+        ax.legend(frameon=False)
+        ax.set_title(f"Median metrics per {label(x)}{note}", loc="left")
+        return fig
+    fig = Figure(figsize=(2 * max(4.0, 0.55 * len(xs) + 1.8), max(3.2, 0.45 * len(ys) + 1.8)),
+                 layout="constrained")
+    for ax, metric in zip(fig.subplots(1, 2), metrics):
+        values = np.full((len(ys), len(xs)), np.nan)
+        for _, r in cells.iterrows():
+            values[np.searchsorted(ys, r[y]), np.searchsorted(xs, r[x])] = r[f"median_{metric}"]
+        image = ax.imshow(values, cmap="viridis", vmin=0, vmax=1, origin="lower", aspect="auto")
+        for (i, j), v in np.ndenumerate(values):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if v < 0.6 else "black")
+        _grid_ticks(ax, x, xs, y, ys)
+        ax.set_title(f"median {label(metric)}", loc="left")
+        fig.colorbar(image, ax=ax, shrink=0.9)
+    if note:
+        fig.suptitle(note[2:], fontsize=9)
+    return fig
+
+
+def paper_scatter(frame: pd.DataFrame, x: str, y: str, circular_only: bool) -> Figure:
+    """The paper's views, coloured by gradient symmetricity: x vs DI, and x vs y."""
+    shown = frame[frame["circularity"] >= CIRCULAR_MIN] if circular_only else frame
+    fig = Figure(figsize=(10.0, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    cmap = colormaps["viridis"]
+    failed = shown["algorithm"].isin(["unlearned", "diverged"])  # their metrics mean little
+    # In the x-y view the seeds of a grid cell would hide each other: spread them sideways.
+    cell = shown.groupby([x, y], dropna=False)
+    span = float(np.ptp(shown[x])) if len(shown) else 0.0
+    spread = (cell.cumcount() - (cell[x].transform("size") - 1) / 2) * 0.012 * (span or 1.0)
+    for ax, (vertical, log, offset) in zip(axes, (("dist_irr", False, 0.0), (y, y in LOG_AXES, spread))):
+        horizontal = shown[x] + offset
+        points = ax.scatter(horizontal[~failed], shown.loc[~failed, vertical],
+                            c=shown.loc[~failed, "grad_sym"], cmap=cmap, vmin=0, vmax=1, s=28,
+                            edgecolors="black", linewidths=0.3)
+        if failed.any():
+            ax.scatter(horizontal[failed], shown.loc[failed, vertical], marker="x", s=22,
+                       color="#999999", label="unlearned / diverged")
+        ax.set_xlabel(label(x))
+        ax.set_ylabel(label(vertical))
+        if log:
+            ax.set_yscale("log", base=2)
+            ax.yaxis.set_major_formatter("{x:g}")
+        ax.grid(alpha=0.3)
+    if failed.any():
+        axes[0].legend(frameon=False, loc="best")
+    axes[1].set_xlabel(label(x) + (" (seeds of a cell side by side)" if len(shown) > cell.ngroups else ""))
+    fig.colorbar(points, ax=axes, label=label("grad_sym"), shrink=0.9)
+    which = (f"circular models only (circularity >= {CIRCULAR_MIN}): {len(shown)} of {len(frame)} runs"
+             if circular_only else f"all {len(frame)} runs")
+    fig.suptitle(f"Runs coloured by gradient symmetricity; {which}", fontsize=10)
+    return fig
+
+
+# ---------------------------------------------------------------- inspection of single models
+
+def pick_runs(frame: pd.DataFrame, saved_only: bool, out_dir: Path) -> list[str]:
+    """The most Clock-like (largest dist_irr - grad_sym) and the most Pizza-like (largest
+    grad_sym - dist_irr) learned run; with `saved_only`, among runs whose weights were kept."""
+    pool = frame[~frame["algorithm"].isin(["unlearned", "diverged"])]
+    if saved_only:
+        pool = pool[[weights.path_of(out_dir, r).is_file() for r in pool["run_id"]]]
+    if pool.empty:
+        return []
+    score = pool["dist_irr"] - pool["grad_sym"]
+    picks = [pool.loc[score.idxmax(), "run_id"], pool.loc[score.idxmin(), "run_id"]]
+    return list(dict.fromkeys(picks))
+
+
+def inspection_data(arrays: dict, run: dict, metric_opts: dict) -> dict:
+    """Everything the inspection figure draws, computed with the model's own Net."""
+    import jax
+    import jax.numpy as jnp
+
+    from . import data, metrics
+    from .train import Spec, transformer_net
+
+    p = run["p"]
+    net = transformer_net(Spec.from_run(run), jnp.float32(run["attn_rate"]))
+    params = weights.to_params(arrays)
+    rows = np.asarray(net.number_rows(params), np.float64)
+    centred = rows - rows.mean(axis=0)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    pcs = vt[:4]
+    triples = jnp.asarray(metrics.grad_sym_triples(p, metric_opts["grad_sym_triples"],
+                                                   metric_opts["triples_seed"]))
+    dataset = data.Dataset(p)
+    vectors = net.token_vectors(params, dataset.tokens_of(triples[:, 0], triples[:, 1]))
+    grad = jax.jit(jax.vmap(lambda v, c: jax.grad(lambda u: net.logits_from_vectors(params, u)[c])(v)))
+    g = np.asarray(grad(vectors, triples[:, 2]), np.float64)  # (n, 2, d)
+    logits = np.asarray(jax.jit(net.logits)(params, dataset.tokens))
+    correct = logits[np.arange(p * p), np.asarray(dataset.labels)]
+    a, b = np.asarray(dataset.a), np.asarray(dataset.b)
+    half = p // 2
+    surface = np.full((p, p), np.nan)  # rows: a - b centred on 0, columns: a + b (mod p)
+    surface[(a - b + half) % p, (a + b) % p] = correct
+    scores = centred @ pcs.T
+    return {"scores": scores, "var_share": s[:4] ** 2 / np.sum(s ** 2),
+            "pair_freqs": [pair_frequency(scores[:, 0:2]), pair_frequency(scores[:, 2:4])],
+            "grad_a": g[:, 0] @ pcs[:2].T, "grad_b": g[:, 1] @ pcs[:2].T, "surface": surface,
+            "diff_range": (-half, p - 1 - half)}
+
+
+def pair_frequency(scores: np.ndarray) -> int:
+    """The frequency k (1..p//2) holding most of the Fourier energy of a pair of PC scores (p, 2):
+    on a circle of frequency k token t sits at angle 2 pi k t / p."""
+    power = np.sum(np.abs(np.fft.rfft(scores, axis=0)[1:]) ** 2, axis=1)
+    return int(np.argmax(power)) + 1
+
+
+def inspection(row: pd.Series, d: dict) -> Figure:
+    p = int(row["p"])
+    fig = Figure(figsize=(10.5, 8.4), layout="constrained")
+    (ax1, ax2), (ax3, ax4) = fig.subplots(2, 2)
+    cyclic = colormaps["twilight"]
+    for ax, (i, j), k in zip((ax1, ax2), ((0, 1), (2, 3)), d["pair_freqs"]):
+        u, v = d["scores"][:, i], d["scores"][:, j]
+        # Coloured by the angle a frequency-k circle gives each token: neighbours share a hue.
+        ax.scatter(u, v, c=(k * np.arange(p)) % p, cmap=cyclic, vmin=0, vmax=p, s=40,
+                   edgecolors="black", linewidths=0.4)
+        for t in range(p):
+            ax.annotate(str(t), (u[t], v[t]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        ax.set_xlabel(f"PC{i + 1} ({100 * d['var_share'][i]:.0f}% of variance)")
+        ax.set_ylabel(f"PC{j + 1} ({100 * d['var_share'][j]:.0f}% of variance)")
+        ax.set_title(f"Embedding, tokens 0..{p - 1} (colour: {k}t mod p, k = {k})", loc="left")
+        ax.set_aspect("equal", adjustable="datalim")
+    ga, gb = d["grad_a"], d["grad_b"]
+    for k, (color, marker) in enumerate((("#0072B2", "o"), ("#E69F00", "s"))):
+        ax3.scatter(ga[:, k], gb[:, k], s=14, color=color, marker=marker, alpha=0.7,
+                    label=f"projection on PC{k + 1}")
+    span = np.nanmax(np.abs(np.concatenate([ga.ravel(), gb.ravel()]))) * 1.05 or 1.0
+    ax3.plot([-span, span], [-span, span], color="black", lw=1, ls="--", label="y = x")
+    ax3.set_xlim(-span, span)
+    ax3.set_ylim(-span, span)
+    ax3.set_aspect("equal")
+    ax3.set_xlabel("d logit_c / d E[a]  (projected)")
+    ax3.set_ylabel("d logit_c / d E[b]  (projected)")
+    ax3.set_title(f"Input gradients, {len(ga)} triples (Pizza: on y = x)", loc="left")
+    ax3.legend(loc="upper left", framealpha=0.9)
+    lo, hi = d["diff_range"]
+    image = ax4.imshow(d["surface"], origin="lower", aspect="auto", cmap="viridis",
+                       extent=(-0.5, p - 0.5, lo - 0.5, hi + 0.5))
+    ax4.set_xlabel("a + b (mod p)")
+    ax4.set_ylabel("a - b (mod p, centred)")
+    ax4.set_title("Correct-class logit (Clock: flat in a - b)", loc="left")
+    fig.colorbar(image, ax=ax4, label="logit of c = a + b")
+    fig.suptitle(f"run {row['run_id']}: {row['algorithm']}  |  attention rate {row['attn_rate']:.3g}, "
+                 f"d_model {row['d_model']}, p {p}, seed {row['seed']}  |  grad_sym "
+                 f"{row['grad_sym']:.2f}, dist_irr {row['dist_irr']:.2f}, circularity "
+                 f"{row['circularity']:.2f}", fontsize=10)
+    return fig
+
+
+# ---------------------------------------------------------------- entry points
+
+def read_config(out_dir: Path) -> dict:
+    """The sweep's resolved config (config.yaml), or the defaults when the folder has none."""
+    from omegaconf import OmegaConf
+
+    path = Path(out_dir) / results.CONFIG
+    if path.is_file() and path.stat().st_size:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    from .config import compose
+    return compose()
+
+
+def draw(results_dir, x: str = "attn_rate", y: str = "d_model", formats=("png",),
+         runs: list[str] | None = None, circular_only: bool = False,
+         inspect: str = "auto") -> list[Path]:
+    """Draw every figure of a results folder into results_dir/figures/; return the paths.
+
+    `inspect`: "auto" (the chosen runs, retrained when their weights were not kept), "saved"
+    (only runs with saved weights: never trains; what the end of a sweep uses) or "none".
+    `runs` (run_ids) overrides the automatic choice.
+    """
+    from matplotlib import rc_context
+
+    out_dir = Path(results_dir)
+    frame = results.load(out_dir)
+    x, y, pooled = table.resolve_axes(frame, x, y)
+    bad = [f for f in formats if f not in ("png", "pdf", "svg")]
+    if bad:
+        raise ConfigError(f"--formats {','.join(bad)}: allowed png, pdf, svg")
+    unknown = [r for r in runs or [] if r not in set(frame["run_id"])]
+    if unknown:
+        raise ConfigError(f"--runs {','.join(unknown)}: no such run_id in {out_dir}")
+    folder = out_dir / FIGURES
+    folder.mkdir(parents=True, exist_ok=True)
+
+    bounds = boundary.estimate(frame, x, y)
+    results.write_atomic(folder / BOUNDARY_CSV, lambda tmp: bounds.to_csv(tmp, index=False))
+    paths = [folder / BOUNDARY_CSV]
+    with rc_context(STYLE):
+        paths += save(phase_diagram(frame, x, y, pooled, bounds), folder, "phase_diagram", formats)
+        paths += save(metric_heatmaps(frame, x, y, pooled), folder, "metric_heatmaps", formats)
+        paths += save(paper_scatter(frame, x, y, circular_only), folder, "paper_scatter", formats)
+        if runs is None:
+            runs = [] if inspect == "none" else pick_runs(frame, inspect == "saved", out_dir)
+        metric_opts = read_config(out_dir)["metrics"] if runs else None
+        for run_id in runs:
+            row = frame.loc[frame["run_id"] == run_id].iloc[0]
+            run = grid.run_from_row(row)
+            arrays = weights.load_or_retrain(out_dir, run, metric_opts)
+            figure = inspection(row, inspection_data(arrays, run, metric_opts))
+            paths += save(figure, folder, f"inspect_{run_id}", formats)
+    return paths
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m phasescan.plot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results_dir", help="a phasescan results folder (holds runs.parquet)")
+    parser.add_argument("axes", nargs="*", metavar="x=FIELD|y=FIELD",
+                        help="the diagram's axes (default x=attn_rate y=d_model)")
+    parser.add_argument("--formats", default="png", help="comma-separated: png,pdf,svg")
+    parser.add_argument("--runs", help="comma-separated run_ids to inspect (default: the most "
+                        "Clock-like and the most Pizza-like run)")
+    parser.add_argument("--circular-only", action="store_true",
+                        help=f"scatter views: only runs with circularity >= {CIRCULAR_MIN}")
+    parser.add_argument("--no-inspect", action="store_true", help="no single-model figures")
+    args = parser.parse_args(argv)
+    chosen = {"x": "attn_rate", "y": "d_model"}
+    try:
+        for item in args.axes:
+            key, _, value = item.partition("=")
+            if key not in chosen or not value:
+                raise ConfigError(f"{item}: expected x=FIELD or y=FIELD")
+            chosen[key] = value
+        paths = draw(args.results_dir, chosen["x"], chosen["y"], args.formats.split(","),
+                     args.runs.split(",") if args.runs else None, args.circular_only,
+                     "none" if args.no_inspect else "auto")
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"phasescan.plot: {problem}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as error:
+        print(f"phasescan.plot: {error}", file=sys.stderr)
+        return 2
+    print(table.format_table(results.load(args.results_dir), chosen["x"], chosen["y"]))
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Figures and the text phase table: drawn from a real tiny sweep and from synthetic tables."""
+import numpy as np
+import pandas as pd
+from matplotlib.image import imread
+
+from phasescan import plot, results, table
+
+from conftest import TINY, run_cli
+
+
+def not_blank(path) -> bool:
+    """A drawn figure has real content: its pixels vary (a blank canvas has ~zero variance)."""
+    pixels = imread(path)[..., :3]
+    return pixels.std() > 0.05 and (pixels < 0.5).mean() > 0.002
+
+
+def synthetic(truth: dict, seeds: int = 8, seed: int = 0) -> pd.DataFrame:
+    """Pizza below the true boundary, Clock above, with labels mixed near it; metrics to match."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for width, b in truth.items():
+        for x in np.round(np.linspace(0, 1, 11), 2):
+            for s in range(seeds):
+                pizza = x < b if abs(x - b) > 0.08 else rng.random() < 0.5 - (x - b) * 5
+                rows.append({"run_id": f"r{len(rows)}", "run_index": len(rows), "seed": s,
+                             "d_model": width, "attn_rate": x, "lr": 1e-3,
+                             "algorithm": "pizza" if pizza else "clock",
+                             "grad_sym": rng.uniform(0.93, 1) if pizza else rng.uniform(0.3, 0.7),
+                             "dist_irr": rng.uniform(0.1, 0.5) if pizza else rng.uniform(0.7, 1),
+                             "circularity": rng.uniform(0.98, 1)})
+    return pd.DataFrame(rows)
+
+
+def write_table(folder, frame):
+    frame.to_parquet(folder / results.RUNS, index=False)
+    return folder
+
+
+def test_boundary_of_a_synthetic_table_is_recovered_and_drawn(tmp_path):
+    truth = {32: 0.3, 128: 0.55, 512: 0.8}
+    paths = plot.draw(write_table(tmp_path, synthetic(truth)), inspect="none")
+    bounds = pd.read_csv(tmp_path / "figures" / plot.BOUNDARY_CSV).set_index("d_model")
+    for width, b in truth.items():
+        assert bounds.loc[width, "status"] == "crossing"
+        assert abs(bounds.loc[width, "boundary"] - b) < 0.07, (width, bounds.loc[width])
+        assert bounds.loc[width, "lo"] <= bounds.loc[width, "boundary"] <= bounds.loc[width, "hi"]
+    names = {p.name for p in paths}
+    assert {"phase_diagram.png", "metric_heatmaps.png", "paper_scatter.png"} <= names
+    assert all(not_blank(p) for p in paths if p.suffix == ".png")
+
+
+def test_one_width_gives_a_1d_diagram_and_other_formats(tmp_path):
+    paths = plot.draw(write_table(tmp_path, synthetic({64: 0.5})), formats=("png", "svg", "pdf"),
+                      inspect="none", circular_only=True)
+    assert {p.suffix for p in paths} == {".csv", ".png", ".svg", ".pdf"}
+    assert all(p.stat().st_size > 1000 for p in paths if p.suffix != ".csv")
+    assert all(not_blank(p) for p in paths if p.suffix == ".png")
+    assert len(pd.read_csv(tmp_path / "figures" / plot.BOUNDARY_CSV)) == 1
+
+
+def test_text_table_cells_and_legend():
+    frame = synthetic({32: 0.3, 128: 0.8}, seeds=4)
+    frame.loc[frame["attn_rate"] == 1.0, "algorithm"] = ["clock", "clock", "clock", "other"] * 2
+    text = table.format_table(frame)
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["d_model", "\\", "attn_rate"]
+    assert lines[1].split()[0] == "32" and lines[2].split()[0] == "128"
+    assert lines[1].endswith("C 3/4") and "P 4/4" in lines[1]  # rows are widths, last column x = 1
+    assert "C clock" in lines[-1] and "P pizza" in lines[-1]
+    frame.loc[frame.index % 2 == 0, "lr"] = 3e-3  # a third swept axis is pooled, and said so
+    assert "pooled over lr" in table.format_table(frame)
+
+
+def test_bad_axis_is_one_short_error(tmp_path, capsys):
+    write_table(tmp_path, synthetic({32: 0.5}, seeds=2))
+    assert plot.main([str(tmp_path), "x=width"]) == 2
+    err = capsys.readouterr().err
+    assert "x=width: not a field" in err and "attn_rate" in err and "Traceback" not in err
+    assert (tmp_path / results.RUNS).is_file()
+
+
+def test_every_figure_from_a_tiny_sweep(tmp_path):
+    """The end-of-sweep figures (plot=true) and the single-model inspection from saved weights."""
+    out = tmp_path / "sweep"
+    proc = run_cli(*TINY, "plot=true", "save_weights=1", f"out_dir={out}")
+    assert "C clock, P pizza" in proc.stdout  # the text phase table
+    figures = out / "figures"
+    for name in ("phase_diagram.png", "metric_heatmaps.png", "paper_scatter.png"):
+        assert not_blank(figures / name), name
+    assert (figures / plot.BOUNDARY_CSV).is_file()
+    frame = results.load(out)
+    run_id = frame.loc[frame["seed"] == 0, "run_id"].iloc[0]  # seed 0: weights saved
+    assert plot.main([str(out), "--runs", run_id, "--formats", "png"]) == 0
+    assert not_blank(figures / f"inspect_{run_id}.png")
+
+
+def test_inspection_picks_the_most_clock_and_pizza_like_runs(tmp_path):
+    frame = synthetic({32: 0.5}, seeds=2)
+    frame.loc[3, ["grad_sym", "dist_irr"]] = [1.0, 0.0]  # the most Pizza-like
+    frame.loc[20, ["grad_sym", "dist_irr"]] = [0.0, 1.0]  # the most Clock-like
+    frame.loc[21, ["grad_sym", "dist_irr", "algorithm"]] = [0.0, 1.0, "unlearned"]  # not a model
+    assert plot.pick_runs(frame, saved_only=False, out_dir=tmp_path) == ["r20", "r3"]
+    assert plot.pick_runs(frame, saved_only=True, out_dir=tmp_path) == []  # no weights here
