@@ -92,8 +92,9 @@ def run_engine(runs: list[dict], metric_opts: dict, chunk_size: int) -> dict:
 
 
 def sequential_programs(spec: train.Spec, metric_opts: dict) -> dict:
-    """One model's programs, the paper's way: init, one training step, a test evaluation, the
-    final metrics. Same pieces and same order of operations as train.make_train (full batch)."""
+    """One model's functions, the paper's way: init, one training step, a test evaluation, the
+    final metrics (not yet jitted). Same pieces and order of operations as train.make_train
+    (full batch), under the same precision policy."""
     if spec.batch_size is not None:
         raise ConfigError("the sequential baseline trains full batch (train.batch_size=null)")
     dataset = data.Dataset(spec.p)
@@ -109,16 +110,15 @@ def sequential_programs(spec: train.Spec, metric_opts: dict) -> dict:
         mask = data.train_mask(jax.random.key(hp.split_seed), dataset.n_pairs, hp.train_frac)
         return params, optimizer(hp).init(params), mask
 
-    def step(params, opt_state, hp, mask):
+    def loss(params, hp, mask):
         net = train.transformer_net(spec, precision.for_compute(hp.attn_rate, spec.precision))
+        logits = net.logits(precision.for_compute(params, spec.precision), dataset.tokens)
+        return metrics.masked_mean(metrics.cross_entropy(logits, dataset.labels), mask)
 
-        def loss_fn(params):
-            logits = net.logits(precision.for_compute(params, spec.precision), dataset.tokens)
-            return metrics.masked_mean(metrics.cross_entropy(logits, dataset.labels), mask)
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
+    def step(params, opt_state, hp, mask):
+        loss_value, grads = jax.value_and_grad(loss)(params, hp, mask)
         updates, opt_state = optimizer(hp).update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        return optax.apply_updates(params, updates), opt_state, loss_value
 
     def test_eval(params, hp, mask):
         logits = train.transformer_net(spec, hp.attn_rate).logits(params, dataset.tokens)
@@ -130,10 +130,9 @@ def sequential_programs(spec: train.Spec, metric_opts: dict) -> dict:
         return metrics.evaluate(train.transformer_net(spec, hp.attn_rate), params, dataset, mask,
                                 triples, metric_opts["key_freq_min_share"])
 
-    jit = lambda fn, **kw: jax.jit(precision.traced_under(spec.precision, fn), **kw)
-    # Donate the parameters and optimizer state: each step updates them in place.
-    return {"init": jit(init), "step": jit(step, donate_argnums=(0, 1)),
-            "test_eval": jit(test_eval), "final": jit(final)}
+    return {name: precision.traced_under(spec.precision, fn) for name, fn in
+            {"init": init, "loss": loss, "step": step, "test_eval": test_eval,
+             "final": final}.items()}
 
 
 def one_model(run: dict):
@@ -143,14 +142,15 @@ def one_model(run: dict):
 
 def run_sequential(runs: list[dict], metric_opts: dict, eval_every: int) -> dict:
     spec = train.Spec.from_run(runs[0])
-    programs = sequential_programs(spec, metric_opts)
+    fns = sequential_programs(spec, metric_opts)
     key, hp = one_model(runs[0])
     t0 = time.perf_counter()  # compile each program once, ahead of time, like the engine
-    init = programs["init"].lower(key, hp).compile()
+    init = jax.jit(fns["init"]).lower(key, hp).compile()
     params, opt_state, mask = init(key, hp)
-    step = programs["step"].lower(params, opt_state, hp, mask).compile()
-    test_eval = programs["test_eval"].lower(params, hp, mask).compile()
-    final = programs["final"].lower(params, hp, mask).compile()
+    # Donate the parameters and optimizer state: each step updates them in place.
+    step = jax.jit(fns["step"], donate_argnums=(0, 1)).lower(params, opt_state, hp, mask).compile()
+    test_eval = jax.jit(fns["test_eval"]).lower(params, hp, mask).compile()
+    final = jax.jit(fns["final"]).lower(params, hp, mask).compile()
     compile_s = time.perf_counter() - t0
 
     out = {k: [] for k in ("train_loss", "grad_sym", "dist_irr")}
