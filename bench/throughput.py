@@ -152,6 +152,8 @@ def run_sequential(runs: list[dict], metric_opts: dict, eval_every: int) -> dict
     test_eval = jax.jit(fns["test_eval"]).lower(params, hp, mask).compile()
     final = jax.jit(fns["final"]).lower(params, hp, mask).compile()
     compile_s = time.perf_counter() - t0
+    analysis = step.cost_analysis()  # XLA's own count (matmuls + elementwise), a cross-check
+    xla_flops = (analysis[0] if isinstance(analysis, list) else analysis or {}).get("flops")
 
     out = {k: [] for k in ("train_loss", "grad_sym", "dist_irr")}
     t0 = time.perf_counter()
@@ -168,7 +170,8 @@ def run_sequential(runs: list[dict], metric_opts: dict, eval_every: int) -> dict
         for k in out:
             out[k].append(float(result[k]))
     run_s = time.perf_counter() - t0
-    return {"compile_s": compile_s, "run_s": run_s, **{k: np.asarray(v) for k, v in out.items()}}
+    return {"compile_s": compile_s, "run_s": run_s, "xla_step_flops": xla_flops,
+            **{k: np.asarray(v) for k, v in out.items()}}
 
 
 def make_runs(args) -> tuple[list[dict], dict]:
@@ -257,6 +260,9 @@ def main(argv=None) -> dict:
             print(f"same models, max |engine - sequential| {k}: "
                   f"{np.max(np.abs(eng[k][:n] - seq[k])):.2e}")
         results["ratio"] = ratio
+        if seq["xla_step_flops"]:
+            print(f"XLA cost analysis of the sequential step: {seq['xla_step_flops']:.4g} FLOPs "
+                  f"(matmuls + elementwise; the shape count above: {flops['step']:.4g})")
     results.update(flops=flops, peak=peak, device=describe_device(), n_models=len(runs))
     return results
 
