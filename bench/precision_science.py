@@ -24,9 +24,8 @@ def compare(runs: pd.DataFrame, reference: str = "float32") -> dict[str, pd.Data
     labels = runs.groupby(["precision", "attn_rate"])["algorithm"].value_counts().unstack(fill_value=0)
     keyed = runs.set_index(["precision", "attn_rate", "seed"])[METRICS + ["test_acc"]]
     paired = {}
-    for name in runs["precision"].unique():
-        if name == reference:
-            continue
+    present = set(runs["precision"])
+    for name in sorted(present - {reference}) if reference in present else []:
         diff = (keyed.loc[name] - keyed.loc[reference]).abs()
         paired[name] = diff.groupby("attn_rate").agg(["mean", "max"])
     paired = pd.concat(paired, names=["precision"]) if paired else pd.DataFrame()
