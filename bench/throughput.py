@@ -76,10 +76,25 @@ def measure_peak(precision_name: str, n: int, repeats: int = 5) -> dict:
     return {"n": n, "dtype": jnp.dtype(dtype).name, "seconds": best, "flops": 2 * n ** 3 / best}
 
 
-def run_engine(runs: list[dict], metric_opts: dict, chunk_size: int) -> dict:
+def compile_mapped(spec: train.Spec, chunk_size: int, metric_opts: dict, group: int):
+    """An experiment, not the engine: sweep.compile_chunk's program with the chunk run as
+    jax.lax.map over vmapped groups of `group` models (still one program, one compilation).
+    XLA:CPU runs matmuls batched over many models slowly (bench/batched_dot.py)."""
+    train_fn = train.make_train(spec, n_triples=metric_opts["grad_sym_triples"],
+                                triples_seed=metric_opts["triples_seed"],
+                                key_freq_min_share=metric_opts["key_freq_min_share"])
+    mapped = lambda keys, hp: jax.lax.map(lambda args: train_fn(*args), (keys, hp), batch_size=group)
+    keys = jax.ShapeDtypeStruct((chunk_size,), jax.random.key(0).dtype)
+    hp = train.HParams(**{name: jax.ShapeDtypeStruct((chunk_size,), jnp.uint32 if name == "split_seed"
+                                                     else jnp.float32) for name in train.HParams._fields})
+    return jax.jit(mapped).lower(keys, hp).compile()
+
+
+def run_engine(runs: list[dict], metric_opts: dict, chunk_size: int, map_group: int | None = None) -> dict:
     spec = train.Spec.from_run(runs[0])
     t0 = time.perf_counter()
-    compiled = sweep.compile_chunk(spec, chunk_size, metric_opts)
+    compiled = (compile_mapped(spec, chunk_size, metric_opts, map_group) if map_group
+                else sweep.compile_chunk(spec, chunk_size, metric_opts))
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = {k: [] for k in ("train_loss", "grad_sym", "dist_irr")}
@@ -209,6 +224,9 @@ def main(argv=None) -> dict:
                         help="matmul size for the peak (default 2048 on CPU, 8192 on an accelerator)")
     parser.add_argument("--grad-sym-triples", type=int, default=300)
     parser.add_argument("--skip-sequential", action="store_true")
+    parser.add_argument("--map-group", type=int, default=None,
+                        help="experiment: run the engine's chunk as lax.map over vmapped groups of N "
+                             "models instead of one vmap (default: the engine as it is)")
     parser.add_argument("--compile-cache", default=None,
                         help="persistent compilation cache folder (default: off, so compile times are cold)")
     parser.add_argument("--override", action="append", default=[],
@@ -234,28 +252,29 @@ def main(argv=None) -> dict:
     print(f"FLOPs per model-step (matmuls, forward+backward, last position only): {flops['step']:.4g}")
     print(f"peak: {peak['flops'] / 1e9:.1f} GFLOP/s ({peak['n']}^3 {peak['dtype']} matmul, best of 5)")
 
-    results = {"engine": run_engine(runs, metric_opts, args.chunk_size or len(runs))}
+    engine_name = f"engine/map{args.map_group}" if args.map_group else "engine"
+    results = {engine_name: run_engine(runs, metric_opts, args.chunk_size or len(runs), args.map_group)}
     if not args.skip_sequential:
         seq_runs = runs[: args.seq_models] if args.seq_models else runs
         results["sequential"] = run_sequential(seq_runs, metric_opts, args.eval_every)
 
-    print(f"\n{'way':<11}{'models':>7}{'compile s':>11}{'run s':>9}{'models/s':>10}"
+    print(f"\n{'way':<13}{'models':>7}{'compile s':>11}{'run s':>9}{'models/s':>10}"
           f"{'model-steps/s':>15}{'GFLOP/s':>9}{'of peak':>9}")
     for way, r in results.items():
         n = len(r["train_loss"])
         r["models_per_s"] = n / r["run_s"]
         r["model_steps_per_s"] = n * spec.steps / r["run_s"]
         r["flops_per_s"] = r["model_steps_per_s"] * flops["step"]
-        print(f"{way:<11}{n:>7}{r['compile_s']:>11.2f}{r['run_s']:>9.2f}{r['models_per_s']:>10.3f}"
+        print(f"{way:<13}{n:>7}{r['compile_s']:>11.2f}{r['run_s']:>9.2f}{r['models_per_s']:>10.3f}"
               f"{r['model_steps_per_s']:>15.1f}{r['flops_per_s'] / 1e9:>9.3f}"
               f"{r['flops_per_s'] / peak['flops']:>9.1%}")
     if "sequential" in results:
         seq = results["sequential"]
         n = len(seq["train_loss"])
-        ratio = results["engine"]["models_per_s"] / seq["models_per_s"]
+        ratio = results[engine_name]["models_per_s"] / seq["models_per_s"]
         note = "" if n == len(runs) else f" (sequential rate from {n} of {len(runs)} models)"
         print(f"\nengine / sequential models per second: {ratio:.2f}x{note}")
-        eng = results["engine"]
+        eng = results[engine_name]
         for k in ("train_loss", "grad_sym", "dist_irr"):
             print(f"same models, max |engine - sequential| {k}: "
                   f"{np.max(np.abs(eng[k][:n] - seq[k])):.2e}")
