@@ -79,7 +79,7 @@ def measure_peak(precision_name: str, n: int, repeats: int = 5) -> dict:
 def compile_mapped(spec: train.Spec, chunk_size: int, metric_opts: dict, group: int):
     """An experiment, not the engine: sweep.compile_chunk's program with the chunk run as
     jax.lax.map over vmapped groups of `group` models (still one program, one compilation).
-    XLA:CPU runs matmuls batched over many models slowly (bench/batched_dot.py)."""
+    On an oversubscribed CPU, matmuls batched over many models ran slowly (bench/batched_dot.py)."""
     train_fn = train.make_train(spec, n_triples=metric_opts["grad_sym_triples"],
                                 triples_seed=metric_opts["triples_seed"],
                                 key_freq_min_share=metric_opts["key_freq_min_share"])
