@@ -33,10 +33,12 @@ def fail(error: ConfigError) -> None:
 
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from .compile_cache import enable as enable_compile_cache
     from .sweep import choose_out_dir, run_sweep  # after Hydra parsed the command line: --help stays fast
 
     setup_logging()
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    enable_compile_cache(cfg_dict.get("compile_cache"))
     out_dir = Path(cfg.out_dir or f"results/{cfg.sweep.name}/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     try:
         out_dir = choose_out_dir(cfg_dict, out_dir)  # validates; out_dir_taken=sibling may move it

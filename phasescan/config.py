@@ -47,6 +47,9 @@ def _at_least(n):
     return lambda v: None if v >= n else f"must be >= {n}"
 
 
+PRECISIONS = ("float32", "tf32", "bfloat16")  # train.precision (phasescan/precision.py)
+
+
 def _one_of(*allowed):
     return lambda v: None if v in allowed else f"must be one of {', '.join(allowed)}"
 
@@ -70,6 +73,7 @@ FIELDS: dict[str, Field] = {
     "beta1": Field("train", float, True, lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
     "beta2": Field("train", float, True, lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
     "warmup_steps": Field("train", int, True, _non_negative),
+    "precision": Field("train", str, False, _one_of(*PRECISIONS)),
 }
 
 VMAPPED = tuple(name for name, f in FIELDS.items() if f.vmapped)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from . import data, metrics
+from . import data, metrics, precision
 from .config import STATIC, VMAPPED
 from .model import Transformer
 
@@ -57,6 +57,7 @@ class Spec:
     act: str
     steps: int
     batch_size: int | None
+    precision: str = "float32"  # precision.PRECISIONS
 
     @classmethod
     def from_run(cls, run: dict) -> "Spec":
@@ -113,7 +114,11 @@ def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
         optimizer = optax.adamw(warmup_schedule(hp), b1=hp.beta1, b2=hp.beta2, eps=ADAM_EPS,
                                 weight_decay=hp.weight_decay)
 
+        # The loss's forward/backward in the compute dtype; params stay float32 (master copy).
+        compute_net = transformer_net(spec, precision.for_compute(hp.attn_rate, spec.precision))
+
         def loss_fn(params, step_key):
+            net, params = compute_net, precision.for_compute(params, spec.precision)
             if spec.batch_size is None:  # full batch: every train pair, every step
                 weights = mask
                 logits = net.logits(params, dataset.tokens)
@@ -136,4 +141,4 @@ def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
         (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), jnp.arange(spec.steps))
         return params, metrics.evaluate(net, params, dataset, mask, triples, key_freq_min_share)
 
-    return train
+    return precision.traced_under(spec.precision, train)

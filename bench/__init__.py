@@ -1,0 +1,1 @@
+"""Benchmarks of phasescan (python -m bench.throughput, python -m bench.profile_step, ...)."""
