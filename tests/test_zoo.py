@@ -300,3 +300,19 @@ def test_every_variant_trains_through_the_engine_to_a_complete_row(tmp_path):
         assert not row["diverged"], where
     linear_sum = frame[frame["kind"].isin(["linear_a", "linear_b", "linear_c", "linear_x"])]
     np.testing.assert_allclose(linear_sum["grad_sym"], 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("fields", [{"kind": "linear_x", "d_model": 32}, {"kind": "linear_b", "d_model": 32},
+                                    {"input_format": "ab_sep", "op": "sub", "n_layers": 2}])
+def test_weights_files_keep_the_variant(fields):
+    from phasescan import weights
+
+    spec, _, _, params = net_and_params(perturb=0.1, **fields)
+    run = {name: getattr(spec, name) for name in ("p", "d_model", "n_layers", "act", "kind", "op",
+                                                  "input_format")} | {"attn_rate": 0.6}
+    arrays = weights.to_arrays(params, run)
+    back = weights.to_params(arrays)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, back, jax.tree_util.tree_map(np.asarray, params))
+    implied = weights.shape_fields(arrays)
+    assert {k: implied[k] for k in ("p", "d_model", "kind", "op", "input_format")} == {
+        k: run[k] for k in ("p", "d_model", "kind", "op", "input_format")}
