@@ -9,6 +9,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from .tasks import INPUT_FORMATS, OPS, is_prime
+
+# The model families (train.build_net): the paper's transformer and the authors' attention-free
+# models A, B, C, D, X (linear.py). Listed here so validation needs no JAX.
+MODEL_KINDS = ("transformer", "linear_a", "linear_b", "linear_c", "linear_d", "linear_x")
+
 
 class ConfigError(ValueError):
     """A configuration mistake, reported to the user in one short line per problem."""
@@ -59,7 +65,10 @@ FIELDS: dict[str, Field] = {
     "p": Field("task", int, False, _at_least(2)),
     "train_frac": Field("task", float, True, _train_frac),
     "split_seed": Field("task", int, True, _non_negative, nullable=True),
+    "op": Field("task", str, False, _one_of(*OPS)),
+    "input_format": Field("task", str, False, _one_of(*INPUT_FORMATS)),
     # model
+    "kind": Field("model", str, False, _one_of(*MODEL_KINDS)),
     "d_model": Field("model", int, False, _positive),
     "n_layers": Field("model", int, False, lambda v: None if 1 <= v <= 4 else "must lie in 1..4"),
     "n_heads": Field("model", int, False, _positive),
@@ -106,9 +115,19 @@ def cross_check(run: dict) -> list[str]:
     are missing because they are invalid, which is reported on its own)."""
     problems = []
     has = lambda *names: all(name in run for name in names)
-    if has("d_model", "n_heads") and run["d_model"] % run["n_heads"]:
+    kind = run.get("kind")  # None when model.kind itself is invalid
+    if has("d_model", "n_heads") and kind == "transformer" and run["d_model"] % run["n_heads"]:
         problems.append(
             f"model.d_model={run['d_model']}: must be divisible by model.n_heads={run['n_heads']}")
+    if has("input_format") and kind not in (None, "transformer") and run["input_format"] != "ab":
+        problems.append(
+            f"model.kind={kind}: reads the two tokens [a, b]; needs task.input_format=ab "
+            f"(got {run['input_format']}; linear_x is the model with separate tables for a and b)")
+    if has("d_model") and kind == "linear_d" and run["d_model"] % 2:
+        problems.append(f"model.d_model={run['d_model']}: must be even for model.kind=linear_d "
+                        "(two embeddings of width d_model / 2 are concatenated)")
+    if has("op", "p") and OPS[run["op"]].needs_prime and not is_prime(run["p"]):
+        problems.append(f"task.p={run['p']}: must be prime for task.op={run['op']}")
     # The split's size, computed as data.train_mask does (floor, +1e-4 against 0.5 * 4 = 1.999).
     if not has("train_frac", "p", "batch_size"):
         return problems

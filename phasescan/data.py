@@ -1,5 +1,7 @@
 """The modular-arithmetic dataset: every pair (a, b), its label, and a per-model train mask.
 
+The operation and the input format come from the task registry (tasks.py).
+
 All p^2 pairs are always materialised; which of them a model trains on is a 0/1 mask drawn from
 its data seed. A mask (not an index list) keeps the split and the train fraction vmappable:
 every model of a chunk sees arrays of the same shape.
@@ -10,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import tasks
+
 
 def pairs(p: int) -> tuple[np.ndarray, np.ndarray]:
     """All p^2 operand pairs in row-major order: a = i // p, b = i % p."""
@@ -17,10 +21,9 @@ def pairs(p: int) -> tuple[np.ndarray, np.ndarray]:
     return a.astype(np.int32), b.astype(np.int32)
 
 
-def labels(p: int) -> np.ndarray:
-    """The label c = (a + b) mod p of every pair."""
-    a, b = pairs(p)
-    return ((a + b) % p).astype(np.int32)
+def labels(p: int, op: str = "add") -> np.ndarray:
+    """The label c = op(a, b) mod p of every pair (default: (a + b) mod p)."""
+    return tasks.labels(p, op, *pairs(p))
 
 
 def train_mask(key: jax.Array, n_pairs: int, train_frac: jax.Array) -> jax.Array:
@@ -34,16 +37,28 @@ def train_mask(key: jax.Array, n_pairs: int, train_frac: jax.Array) -> jax.Array
 
 
 class Dataset:
-    """All p^2 pairs of one task as device arrays: tokens (p^2, n_ctx), labels, a, b."""
+    """All p^2 pairs of one task as device arrays: tokens (p^2, n_ctx), labels, a, b.
 
-    def __init__(self, p: int):
+    `op` and `input_format` name entries of tasks.OPS and tasks.INPUT_FORMATS; `vocab` and
+    `n_ctx` are what a model reading `tokens` needs; a and b sit at `operand_positions`.
+    """
+
+    def __init__(self, p: int, op: str = "add", input_format: str = "ab"):
         self.p = p
+        self.op_name, self.op = op, tasks.OPS[op]
+        self.input_format = input_format
+        self.format = tasks.INPUT_FORMATS[input_format]
+        self.vocab, self.n_ctx = self.format.vocab(p), self.format.n_ctx
+        self.operand_positions = tasks.OPERAND_POSITIONS
         a, b = pairs(p)
         self.a, self.b = jnp.asarray(a), jnp.asarray(b)
         self.tokens = self.tokens_of(self.a, self.b)
-        self.labels = jnp.asarray(labels(p))
+        self.labels = jnp.asarray(labels(p, op))
         self.n_pairs = p * p
 
     def tokens_of(self, a: jax.Array, b: jax.Array) -> jax.Array:
-        """Model input for operand pairs: two tokens [a, b] (vocabulary p, context 2)."""
-        return jnp.stack([a, b], axis=-1)
+        """Model input for operand pairs (..., n_ctx): [a, b], [a, b, "="] or [a, p + b]."""
+        columns = [a, b + self.p if self.format.separate_b else b]
+        if self.format.eq_token:
+            columns.append(jnp.full_like(a, self.vocab - 1))
+        return jnp.stack(columns, axis=-1)

@@ -20,7 +20,7 @@ from . import data, grid, metrics, weights
 from .classify import classify
 from .config import compose
 from .results import key_freq_list
-from .train import Spec, transformer_net
+from .train import Spec, build_net
 
 
 def evaluate_arrays(arrays: dict, overrides=()) -> dict:
@@ -29,12 +29,12 @@ def evaluate_arrays(arrays: dict, overrides=()) -> dict:
     run = grid.base_fields(cfg) | weights.shape_fields(arrays)
     spec = Spec.from_run(run)
     opts = cfg["metrics"]
-    dataset = data.Dataset(spec.p)
+    dataset = data.Dataset(spec.p, spec.op, spec.input_format)
     has_split = "train_frac" in arrays and "data_seed" in arrays
     mask = (data.train_mask(jax.random.key(run["data_seed"]), dataset.n_pairs, run["train_frac"])
             if has_split else jnp.ones(dataset.n_pairs))
     triples = jnp.asarray(metrics.grad_sym_triples(spec.p, opts["grad_sym_triples"], opts["triples_seed"]))
-    net = transformer_net(spec, jnp.float32(run["attn_rate"]))
+    net = build_net(spec, dataset, jnp.float32(run["attn_rate"]))
     measured = jax.jit(lambda params: metrics.evaluate(net, params, dataset, mask, triples,
                                                         opts["key_freq_min_share"]))
     values = {k: np.asarray(v) for k, v in measured(weights.to_params(arrays)).items()}
@@ -62,8 +62,9 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as error:
         print(f"phasescan.evaluate: cannot read {args.weights}: {error}", file=sys.stderr)
         return 2
-    missing = [k for k in ("embed", "pos_embed", "unembed", *weights.LAYER_KEYS, "attn_rate", "p", "act")
-               if k not in arrays]
+    model_keys = (("embed", "pos_embed", "unembed", *weights.LAYER_KEYS)
+                  if str(arrays.get("kind", "transformer")) == "transformer" else ("embed", "W1", "b1", "unembed"))
+    missing = [k for k in (*model_keys, "attn_rate", "p", "act") if k not in arrays]
     if missing:
         print(f"phasescan.evaluate: {args.weights}: missing arrays {', '.join(missing)} "
               "(layout: docs/weights-format.md)", file=sys.stderr)

@@ -1,7 +1,9 @@
 """Grid expansion: a sweep config -> the ordered list of runs, their run_ids and buckets.
 
 A run is a plain dict holding every registered field (config.FIELDS) plus `seed` and
-`data_seed`. The grid is the product of the swept axes (in config order) times the seeds.
+`data_seed`. The grid is the product of the swept axes (in config order) times the seeds, for
+each entry of `sweep.variants` in turn when that list is set (variants differ in several fields
+at once, e.g. a model kind and its optimiser, which a product of axes cannot express).
 """
 from __future__ import annotations
 
@@ -141,6 +143,37 @@ def run_from_row(row) -> dict:
     return run
 
 
+def variants_of(cfg: dict, axes: dict) -> list[dict]:
+    """`sweep.variants`: a list of points, each a mapping field -> value set together on top of
+    the base config; null or empty means one variant, the base config itself."""
+    variants = cfg["sweep"].get("variants")
+    if variants is None or variants == []:
+        return [{}]
+    if not isinstance(variants, list):
+        raise ConfigError(f"sweep.variants={variants!r}: expected a list of field: value mappings")
+    out, problems = [], []
+    for i, variant in enumerate(variants):
+        where = f"sweep.variants[{i}]"
+        if not isinstance(variant, dict):
+            problems.append(f"{where}={variant!r}: expected a mapping of field: value")
+            continue
+        point = {}
+        for name, value in variant.items():
+            if name not in FIELDS:
+                problems.append(f"{where}.{name}: unknown field (allowed: {', '.join(FIELDS)})")
+            elif name in axes:
+                problems.append(f"{where}.{name}: also a sweep axis; set it in one place")
+            else:
+                try:
+                    point[name] = coerce(name, value, f"{where}.{name}")
+                except ConfigError as e:
+                    problems += e.problems
+        out.append(point)
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
 def run_id(run: dict) -> str:
     """A stable id derived from everything that determines the trained model."""
     identity = {name: run[name] for name in FIELDS} | {"seed": run["seed"], "data_seed": run["data_seed"]}
@@ -165,20 +198,31 @@ def expand(cfg: dict) -> list[dict]:
     except ConfigError as e:
         problems += e.problems
         seeds = []
+    try:
+        variants = variants_of(cfg, axes)
+    except ConfigError as e:
+        problems += e.problems
+        variants = []
 
-    runs = []
-    for combo in itertools.product(*axes.values()):
-        point = base | dict(zip(axes, combo))
-        for problem in cross_check(point):  # checked even when other fields are invalid
-            if problem not in problems:
-                problems.append(problem)
-        if problems:  # no runs from an invalid config; the loop goes on to find every problem
-            continue
-        for seed in seeds:
-            split_seed = point["split_seed"]
-            run = point | {"seed": seed, "data_seed": seed if split_seed is None else split_seed}
-            run["run_id"] = run_id(run)
-            runs.append(run)
+    runs, seen = [], {}
+    for v, variant in enumerate(variants):
+        for combo in itertools.product(*axes.values()):
+            point = base | variant | dict(zip(axes, combo))
+            for problem in cross_check(point):  # checked even when other fields are invalid
+                if problem not in problems:
+                    problems.append(problem)
+            if problems:  # no runs from an invalid config; the loop goes on to find every problem
+                continue
+            for seed in seeds:
+                split_seed = point["split_seed"]
+                run = point | {"seed": seed, "data_seed": seed if split_seed is None else split_seed}
+                run["run_id"] = run_id(run)
+                if run["run_id"] in seen:  # two variants that are the same model
+                    problems.append(f"sweep.variants[{v}]: repeats runs of "
+                                    f"sweep.variants[{seen[run['run_id']]}]")
+                    break
+                seen[run["run_id"]] = v
+                runs.append(run)
     if problems:
         raise ConfigError(problems)
     for index, run in enumerate(runs):

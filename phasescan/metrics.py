@@ -12,6 +12,13 @@ vmaps it over a chunk inside the same jitted program that trains the chunk.
   clock_fve/pizza_fve fraction of logit variance the Clock / Pizza templates explain at the key
                       frequencies (one least-squares coefficient per key frequency)
   param_norm          L2 norm of all parameters; diverged: non-finite loss or weights
+
+Tasks other than addition (tasks.py): dist_irr and the templates assume c = a + b. For
+c = a + b_sign * b (subtraction: b_sign = -1) they are measured after relabelling b -> b_sign * b,
+which makes the task addition again (addition_metrics); for any other operation they are NaN
+(not applicable). The rest are about the model and its embedding and apply to every task:
+grad_sym compares the embedding vectors a and b actually use (positions 0 and 1; with a separate
+vocabulary for b that is E[p + b]); circularity and key_freqs use the rows of operand a.
 """
 from __future__ import annotations
 
@@ -140,6 +147,28 @@ def template_fve(logits: jax.Array, template: jax.Array, key_mask: jax.Array) ->
     return jnp.dot(coef, rhs * m) / jnp.sum(jnp.square(z))
 
 
+def addition_metrics(logits: jax.Array, b_sign: int | None, key_mask: jax.Array) -> dict:
+    """dist_irr, clock_fve and pizza_fve of the logits (p^2, p) of all pairs in row-major order,
+    for a task whose label is (a + b_sign * b) mod p, measured after relabelling b -> b_sign * b
+    (which turns the task into addition); NaN for every other task (`b_sign` None). `b_sign` is a
+    static Python value, so each bucket's program holds only the branch it needs."""
+    if b_sign is None:
+        nan = jnp.float32(jnp.nan)
+        return {"dist_irr": nan, "clock_fve": nan, "pizza_fve": nan}
+    p = logits.shape[-1]
+    # Row b' of the relabelled table holds the logits of the pair with b = b_sign * b'.
+    logits3 = logits.reshape(p, p, p)[:, (b_sign * jnp.arange(p)) % p, :]
+    a, b = jnp.divmod(jnp.arange(p * p), p)
+    labels = (a + b) % p
+    correct_logit = jnp.take_along_axis(logits3.reshape(p * p, p), labels[:, None], axis=-1)[:, 0]
+    clock_t, pizza_t = logit_templates(p)
+    return {
+        "dist_irr": distance_irrelevance(correct_logit, a, b, p),
+        "clock_fve": template_fve(logits3, clock_t, key_mask),
+        "pizza_fve": template_fve(logits3, pizza_t, key_mask),
+    }
+
+
 def param_norm(params) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(params)))
 
@@ -153,22 +182,19 @@ def evaluate(net, params, data, train_mask: jax.Array, triples: jax.Array,
     """All metrics of one trained model.
 
     `net` is a `train.Net`: the model's functions with its attention rate bound in.
-    `data` is a `data.Dataset` (tokens, labels, a, b of all p^2 pairs).
+    `data` is a `data.Dataset` (tokens, labels, a, b of all p^2 pairs; its operation decides
+    whether the addition metrics apply).
     """
-    p = data.p
     logits = net.logits(params, data.tokens)  # (p^2, p)
     ce = cross_entropy(logits, data.labels)
     correct = (jnp.argmax(logits, axis=-1) == data.labels).astype(jnp.float32)
     test_mask = 1.0 - train_mask
     ones = jnp.ones_like(train_mask)
-    correct_logit = jnp.take_along_axis(logits, data.labels[:, None], axis=-1)[:, 0]
 
     triple_vectors = net.token_vectors(params, data.tokens_of(triples[:, 0], triples[:, 1]))
     rows = net.number_rows(params)
     shares = frequency_shares(rows)
     key_mask = key_frequency_mask(shares, key_freq_min_share)
-    clock_t, pizza_t = logit_templates(p)
-    logits3 = logits.reshape(p, p, p)
     train_loss = masked_mean(ce, train_mask)
     return {
         "train_loss": train_loss,
@@ -178,13 +204,11 @@ def evaluate(net, params, data, train_mask: jax.Array, triples: jax.Array,
         "test_acc": masked_mean(correct, test_mask),
         "acc": masked_mean(correct, ones),
         "grad_sym": gradient_symmetricity(lambda v: net.logits_from_vectors(params, v),
-                                          triple_vectors, triples),
-        "dist_irr": distance_irrelevance(correct_logit, data.a, data.b, p),
+                                          triple_vectors, triples, *data.operand_positions),
+        **addition_metrics(logits, data.op.b_sign, key_mask),
         "circularity": circularity(rows),
         "freq_share": shares,
         "key_freq_mask": key_mask,
-        "clock_fve": template_fve(logits3, clock_t, key_mask),
-        "pizza_fve": template_fve(logits3, pizza_t, key_mask),
         "param_norm": param_norm(params),
         "diverged": ~(jnp.isfinite(train_loss) & all_finite(params)),
     }

@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import optax
 
 from . import data, metrics, precision
-from .config import STATIC, VMAPPED
+from .config import MODEL_KINDS, STATIC, VMAPPED
+from .linear import KINDS as LINEAR_KINDS, LinearModel
 from .model import Transformer
 
 ADAM_EPS = 1e-8  # PyTorch's AdamW default, which the paper used
@@ -57,6 +58,10 @@ class Spec:
     act: str
     steps: int
     batch_size: int | None
+    # The model zoo and the tasks (defaults: the paper's transformer on [a, b] -> a + b).
+    kind: str = "transformer"
+    op: str = "add"
+    input_format: str = "ab"
     precision: str = "float32"  # precision.PRECISIONS
 
     @classmethod
@@ -77,18 +82,44 @@ class Net(NamedTuple):
     number_rows: Callable  # params -> embedding rows (p, d) of the numbers 0..p-1 (operand a)
 
 
-def transformer_net(spec: Spec, attn_rate: jax.Array) -> Net:
-    model = Transformer(p=spec.p, vocab=spec.p, n_ctx=2, d_model=spec.d_model,
+def transformer_net(spec: Spec, dataset: data.Dataset, attn_rate: jax.Array) -> Net:
+    model = Transformer(p=spec.p, vocab=dataset.vocab, n_ctx=dataset.n_ctx, d_model=spec.d_model,
                         n_layers=spec.n_layers, n_heads=spec.n_heads, act=spec.act)
     embed = lambda params: params["params"]["embed"]
     return Net(
-        init=lambda key: model.init(key, jnp.zeros((1, 2), jnp.int32), attn_rate),
+        init=lambda key: model.init(key, jnp.zeros((1, dataset.n_ctx), jnp.int32), attn_rate),
         logits=lambda params, tokens: model.apply(params, tokens, attn_rate),
         logits_from_vectors=lambda params, vectors: model.apply(
             params, vectors, attn_rate, method=Transformer.from_token_vectors),
         token_vectors=lambda params, tokens: embed(params)[tokens],
         number_rows=lambda params: embed(params)[: spec.p],
     )
+
+
+def linear_net(spec: Spec, dataset: data.Dataset, attn_rate: jax.Array) -> Net:
+    """The attention-free models (linear.py): hidden width h = d_model; the attention rate is
+    accepted (it stays a vmapped field) and ignored, as are n_layers and n_heads."""
+    del attn_rate
+    model = LinearModel(kind=spec.kind, p=spec.p, hidden=spec.d_model, act=spec.act)
+    return Net(
+        init=lambda key: model.init(key, jnp.zeros((1, 2), jnp.int32)),
+        logits=lambda params, tokens: model.apply(params, tokens),
+        logits_from_vectors=lambda params, vectors: model.apply(
+            params, vectors, method=LinearModel.from_token_vectors),
+        token_vectors=lambda params, tokens: model.apply(
+            params, tokens, method=LinearModel.token_vectors),
+        number_rows=lambda params: model.apply(params, method=LinearModel.number_rows),
+    )
+
+
+NET_BUILDERS: dict[str, Callable] = {"transformer": transformer_net} | {
+    kind: linear_net for kind in LINEAR_KINDS}
+assert tuple(NET_BUILDERS) == MODEL_KINDS, "every config.MODEL_KINDS needs a Net builder"
+
+
+def build_net(spec: Spec, dataset: data.Dataset, attn_rate: jax.Array) -> Net:
+    """The Net of the bucket's model family (`model.kind`)."""
+    return NET_BUILDERS[spec.kind](spec, dataset, attn_rate)
 
 
 def warmup_schedule(hp: HParams) -> Callable:
@@ -103,11 +134,11 @@ def warmup_schedule(hp: HParams) -> Callable:
 def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
                key_freq_min_share: float = 0.1) -> Callable:
     """Build `train(key, hp) -> (params, metrics)` for one bucket."""
-    dataset = data.Dataset(spec.p)
+    dataset = data.Dataset(spec.p, spec.op, spec.input_format)
     triples = jnp.asarray(metrics.grad_sym_triples(spec.p, n_triples, triples_seed))
 
     def train(key: jax.Array, hp: HParams):
-        net = transformer_net(spec, hp.attn_rate)
+        net = build_net(spec, dataset, hp.attn_rate)
         mask = data.train_mask(jax.random.key(hp.split_seed), dataset.n_pairs, hp.train_frac)
         params = net.init(key)
         # Decoupled weight decay scaled by the learning rate, as PyTorch's AdamW and optax do.
@@ -115,7 +146,7 @@ def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
                                 weight_decay=hp.weight_decay)
 
         # The loss's forward/backward in the compute dtype; params stay float32 (master copy).
-        compute_net = transformer_net(spec, precision.for_compute(hp.attn_rate, spec.precision))
+        compute_net = build_net(spec, dataset, precision.for_compute(hp.attn_rate, spec.precision))
 
         def loss_fn(params, step_key):
             net, params = compute_net, precision.for_compute(params, spec.precision)
