@@ -25,6 +25,7 @@ class Field:
     vmapped: bool  # per-model array (True) or bucket key (False)
     check: Any = None  # value -> error text or None
     nullable: bool = False
+    identity: bool = True  # part of the run_id (False: how a run is recorded, not what it trains)
 
 
 def _in_unit_interval(v):
@@ -70,6 +71,8 @@ FIELDS: dict[str, Field] = {
     "beta1": Field("train", float, True, lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
     "beta2": Field("train", float, True, lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
     "warmup_steps": Field("train", int, True, _non_negative),
+    # metrics every log_every steps during training (0 / null = off): phasescan/history.py
+    "log_every": Field("train", int, False, _non_negative, nullable=True, identity=False),
 }
 
 VMAPPED = tuple(name for name, f in FIELDS.items() if f.vmapped)
@@ -103,6 +106,8 @@ def cross_check(run: dict) -> list[str]:
     if run["d_model"] % run["n_heads"]:
         problems.append(
             f"model.d_model={run['d_model']}: must be divisible by model.n_heads={run['n_heads']}")
+    if run.get("log_every") and run["steps"] % run["log_every"]:
+        problems.append(f"train.log_every={run['log_every']}: must divide train.steps={run['steps']}")
     return problems
 
 

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from . import grid, results, weights
+from . import grid, history, refine, results, weights
 from .classify import classify
 from .config import ConfigError
 from .progress import Progress
@@ -65,6 +65,8 @@ def sweep_identity(runs: list[dict], cfg: dict) -> str:
     """What makes two sweeps the same: their runs and how they are measured and labelled."""
     identity = {"run_ids": [r["run_id"] for r in runs], "metrics": cfg["metrics"],
                 "classify": cfg["classify"]}
+    if any(r.get("log_every") for r in runs):  # a history is part of what the folder holds
+        identity["log_every"] = sorted({r["log_every"] or 0 for r in runs})
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -113,20 +115,52 @@ def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
     if not (save in ("none", "all", None) or isinstance(save, int) and not isinstance(save, bool) and save > 0):
         raise ConfigError(f"save_weights={save!r}: must be none, all or a positive integer "
                           "(the number of seeds per grid cell whose weights are kept)")
+    refine.options(cfg)  # a bad refinement config fails before anything is trained
     manifest = prepare_out_dir(out_dir, cfg_yaml, sweep_identity(runs, cfg))
-    done = results.read_chunks(out_dir)
-    done_ids = set() if done is None else set(done["run_id"])
-    todo = [r for r in runs if r["run_id"] not in done_ids]
+    todo = not_done(out_dir, runs)
     manifest.update(results.environment(), sweep=cfg["sweep"].get("name"), n_runs=len(runs),
                     resumes=manifest["resumes"] + 1, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
                     finished=None)
     manifest.setdefault("compile_s", {})
     results.write_manifest(out_dir, manifest)
-    if done_ids:
+    if len(todo) < len(runs):
         log.info("resuming %s: %d of %d runs already done", out_dir, len(runs) - len(todo), len(runs))
 
     start = time.perf_counter()
     progress = Progress(len(runs), done=len(runs) - len(todo))
+    train_runs(cfg, out_dir, todo, manifest, progress)
+    progress.close()
+    if refine.options(cfg):
+        refine.run(cfg, out_dir, lambda extra: train_new_runs(cfg, out_dir, extra, manifest))
+
+    frame = results.assemble(out_dir)
+    history.assemble(out_dir)
+    manifest.update(wall_s=round(manifest.get("wall_s", 0) + time.perf_counter() - start, 3),
+                    finished=time.strftime("%Y-%m-%dT%H:%M:%S"), n_done=len(frame))
+    results.write_manifest(out_dir, manifest)
+    return frame
+
+
+def train_new_runs(cfg: dict, out_dir: Path, runs: list[dict], manifest: dict) -> pd.DataFrame:
+    """Train the runs not yet in out_dir (e.g. refinement's); return the rows of all `runs`."""
+    todo = not_done(out_dir, runs)
+    progress = Progress(len(runs), done=len(runs) - len(todo))
+    train_runs(cfg, out_dir, todo, manifest, progress)
+    progress.close()
+    wanted = {r["run_id"] for r in runs}
+    frame = results.read_chunks(out_dir)
+    return frame[frame["run_id"].isin(wanted)].reset_index(drop=True)
+
+
+def not_done(out_dir: Path, runs: list[dict]) -> list[dict]:
+    """The runs whose rows are not yet in out_dir's chunks (resume skips the others)."""
+    done = results.read_chunks(out_dir)
+    done_ids = set() if done is None else set(done["run_id"])
+    return [r for r in runs if r["run_id"] not in done_ids]
+
+
+def train_runs(cfg: dict, out_dir: Path, todo: list[dict], manifest: dict, progress: Progress) -> None:
+    """Train, measure, label and write `todo` chunk by chunk (one compilation per bucket)."""
     for bucket_runs in grid.buckets(todo).values():
         spec = Spec.from_run(bucket_runs[0])
         size = chunk_size_for(spec, len(bucket_runs), cfg["sweep"]["chunk_size"],
@@ -143,13 +177,9 @@ def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
             for i in np.flatnonzero(to_save):  # weights first: a finished chunk has its files
                 weights.save(weights.path_of(out_dir, chunk[i]["run_id"]),
                              weights.to_arrays(weights.jax_tree_index(params, i), chunk[i]))
+            metrics, logged = history.split(metrics)
+            if logged:  # the history first: a finished chunk has its history too
+                history.write_chunk(out_dir, history.rows(chunk, logged, cfg["classify"]))
             labels = classify(metrics, cfg["classify"])
             results.write_chunk(out_dir, results.rows(chunk, metrics, labels))
             progress.update(len(chunk))
-    progress.close()
-
-    frame = results.assemble(out_dir)
-    manifest.update(wall_s=round(manifest.get("wall_s", 0) + time.perf_counter() - start, 3),
-                    finished=time.strftime("%Y-%m-%dT%H:%M:%S"), n_done=len(frame))
-    results.write_manifest(out_dir, manifest)
-    return frame

@@ -1,0 +1,77 @@
+"""Time-resolved phases: the metrics of every model every `train.log_every` steps.
+
+The training program measures each model at steps 0, K, 2K, ..., steps (train.make_train, an
+outer scan over segments of K steps, no host round-trip per step) and returns those measurements
+in its metrics dict under `PREFIX + name`, shape (models, n_logged, ...). Here they become rows
+(run_id, step, the metric columns of runs.parquet, algorithm by the same classification rule),
+written durably per chunk next to the results chunks and assembled into history.parquet.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import results
+from .classify import classify
+
+PREFIX = "history/"
+HISTORY = "history.parquet"
+KIND = "history"  # chunk files chunks/history-<hash>.parquet (results chunks are chunk-<hash>)
+COLUMNS = ["run_id", "step"] + results.METRIC_COLUMNS
+
+
+def split(metrics: dict) -> tuple[dict, dict]:
+    """A chunk's metrics -> (final metrics, history metrics with PREFIX removed; {} if none)."""
+    final = {k: v for k, v in metrics.items() if not k.startswith(PREFIX)}
+    logged = {k[len(PREFIX):]: v for k, v in metrics.items() if k.startswith(PREFIX)}
+    return final, logged
+
+
+def rows(runs: list[dict], logged: dict[str, np.ndarray], thresholds: dict) -> pd.DataFrame:
+    """One row per (run, logged step), labelled by `classify` with the sweep's thresholds."""
+    n_logged = next(iter(logged.values())).shape[1]
+    frames = []
+    for j in range(n_logged):
+        at_step = {name: values[:, j] for name, values in logged.items()}
+        frame = results.rows(runs, at_step, classify(at_step, thresholds))
+        frame.insert(1, "step", [j * r["log_every"] for r in runs])
+        frames.append(frame[COLUMNS])
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_chunk(out_dir: Path, frame: pd.DataFrame) -> Path:
+    """Written atomically before the chunk's result rows, so a finished chunk has its history."""
+    ids = ",".join(dict.fromkeys(frame["run_id"]))
+    path = Path(out_dir) / results.CHUNKS / f"{KIND}-{hashlib.sha1(ids.encode()).hexdigest()[:16]}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results.write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    return path
+
+
+def read_chunks(out_dir: Path) -> pd.DataFrame | None:
+    files = sorted((Path(out_dir) / results.CHUNKS).glob(f"{KIND}-*.parquet"))
+    if not files:
+        return None
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return frame.drop_duplicates(["run_id", "step"]).sort_values(["run_id", "step"]).reset_index(drop=True)
+
+
+def assemble(out_dir: Path) -> pd.DataFrame | None:
+    """Write history.parquet from the history chunks (atomically); None when nothing was logged."""
+    frame = read_chunks(out_dir)
+    if frame is not None:
+        results.write_atomic(Path(out_dir) / HISTORY, lambda tmp: frame.to_parquet(tmp, index=False))
+    return frame
+
+
+def load(path) -> pd.DataFrame:
+    """history.parquet of a results folder joined with each run's fields from runs.parquet."""
+    path = Path(path)
+    frame = pd.read_parquet(path / HISTORY) if (path / HISTORY).is_file() else read_chunks(path)
+    if frame is None:
+        raise FileNotFoundError(f"{path}: no {HISTORY} (run the sweep with train.log_every=K)")
+    fields = results.load(path).drop(columns=results.METRIC_COLUMNS, errors="ignore")
+    return frame.merge(fields, on="run_id", how="left")
