@@ -75,3 +75,51 @@ def load(path) -> pd.DataFrame:
         raise FileNotFoundError(f"{path}: no {HISTORY} (run the sweep with train.log_every=K)")
     fields = results.load(path).drop(columns=results.METRIC_COLUMNS, errors="ignore")
     return frame.merge(fields, on="run_id", how="left")
+
+
+def logging_flops(spec, metric_opts: dict) -> dict:
+    """XLA's FLOP count of one measurement and of one training step of one model.
+
+    XLA's cost analysis counts a loop body once, whatever its trip count, so the program without
+    logging counts init + one step + one measurement, and the program with logging counts one
+    more measurement (the one before the first segment): their difference is one measurement.
+    """
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+
+    from .train import HParams, make_train
+
+    def flops(log_every):
+        train = make_train(dataclasses.replace(spec, log_every=log_every),
+                           n_triples=metric_opts["grad_sym_triples"],
+                           triples_seed=metric_opts["triples_seed"],
+                           key_freq_min_share=metric_opts["key_freq_min_share"])
+        key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
+        hp = HParams(**{n: jax.ShapeDtypeStruct((), jnp.uint32 if n == "split_seed" else jnp.float32)
+                        for n in HParams._fields})
+        cost = jax.jit(train).lower(key, hp).compile().cost_analysis()
+        return float((cost[0] if isinstance(cost, list) else cost)["flops"])
+
+    plain, logged = flops(None), flops(spec.log_every or spec.steps)
+    measure = logged - plain
+    step = plain - measure  # includes the (small) initialisation
+    n_logged = spec.steps // spec.log_every + 1 if spec.log_every else 1
+    return {"measure_flops": measure, "step_flops": step,
+            "overhead": (n_logged - 1) * measure / (spec.steps * step + measure)}
+
+
+if __name__ == "__main__":  # python -m phasescan.history [overrides]: the FLOP cost of logging
+    import sys
+
+    from . import grid
+    from .config import compose
+    from .train import Spec
+
+    cfg = compose(*sys.argv[1:])
+    spec = Spec.from_run(grid.expand(cfg)[0])
+    cost = logging_flops(spec, cfg["metrics"])
+    print(f"{spec}\none measurement: {cost['measure_flops']:.4g} FLOPs, one training step: "
+          f"{cost['step_flops']:.4g} FLOPs (ratio {cost['measure_flops'] / cost['step_flops']:.3g}); "
+          f"logging every {spec.log_every} steps adds {100 * cost['overhead']:.2f}% to the FLOPs")
