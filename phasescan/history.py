@@ -110,16 +110,46 @@ def logging_flops(spec, metric_opts: dict) -> dict:
             "overhead": (n_logged - 1) * measure / (spec.steps * step + measure)}
 
 
-if __name__ == "__main__":  # python -m phasescan.history [overrides]: the FLOP cost of logging
+def time_logging(cfg: dict, repeats: int = 2) -> dict:
+    """Seconds (wall and process CPU) to train the sweep's first bucket as one chunk, without and
+    with logging, the two programs alternating `repeats` times (compilation excluded; best of)."""
+    import dataclasses
+    import time
+
+    from . import grid
+    from .sweep import compile_chunk, run_chunk
+    from .train import Spec
+
+    runs = list(grid.buckets(grid.expand(cfg)).values())[0]
+    spec = Spec.from_run(runs[0])
+    programs = {name: compile_chunk(dataclasses.replace(spec, log_every=k), len(runs), cfg["metrics"])
+                for name, k in (("plain", None), ("logged", spec.log_every))}
+    best = {}
+    for _ in range(repeats):
+        for name, compiled in programs.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            run_chunk(compiled, runs, len(runs))
+            took = (time.perf_counter() - wall, time.process_time() - cpu)
+            best[name] = tuple(min(a, b) for a, b in zip(best.get(name, took), took))
+    return {"models": len(runs)} | {f"{name}_{kind}_s": round(t[i], 3)
+                                    for name, t in best.items() for i, kind in enumerate(("wall", "cpu"))}
+
+
+if __name__ == "__main__":
+    # python -m phasescan.history [--time] [overrides]: the FLOP cost of logging (XLA's count);
+    # with --time also the measured seconds of the first bucket without and with logging.
     import sys
 
     from . import grid
     from .config import compose
     from .train import Spec
 
-    cfg = compose(*sys.argv[1:])
+    timed = "--time" in sys.argv
+    cfg = compose(*[a for a in sys.argv[1:] if a != "--time"])
     spec = Spec.from_run(grid.expand(cfg)[0])
     cost = logging_flops(spec, cfg["metrics"])
     print(f"{spec}\none measurement: {cost['measure_flops']:.4g} FLOPs, one training step: "
           f"{cost['step_flops']:.4g} FLOPs (ratio {cost['measure_flops'] / cost['step_flops']:.3g}); "
           f"logging every {spec.log_every} steps adds {100 * cost['overhead']:.2f}% to the FLOPs")
+    if timed:
+        print(time_logging(cfg))
