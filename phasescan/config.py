@@ -31,6 +31,7 @@ class Field:
     vmapped: bool  # per-model array (True) or bucket key (False)
     check: Any = None  # value -> error text or None
     nullable: bool = False
+    identity: bool = True  # part of the run_id (False: how a run is recorded, not what it trains)
 
 
 def _in_unit_interval(v):
@@ -83,6 +84,8 @@ FIELDS: dict[str, Field] = {
     "beta2": Field("train", float, True, lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
     "warmup_steps": Field("train", int, True, _non_negative),
     "precision": Field("train", str, False, _one_of(*PRECISIONS)),
+    # metrics every log_every steps during training (0 / null = off): phasescan/history.py
+    "log_every": Field("train", int, False, _non_negative, nullable=True, identity=False),
 }
 
 VMAPPED = tuple(name for name, f in FIELDS.items() if f.vmapped)
@@ -128,6 +131,8 @@ def cross_check(run: dict) -> list[str]:
                         "(two embeddings of width d_model / 2 are concatenated)")
     if has("op", "p") and OPS[run["op"]].needs_prime and not is_prime(run["p"]):
         problems.append(f"task.p={run['p']}: must be prime for task.op={run['op']}")
+    if has("log_every", "steps") and run["log_every"] and run["steps"] % run["log_every"]:
+        problems.append(f"train.log_every={run['log_every']}: must divide train.steps={run['steps']}")
     # The split's size, computed as data.train_mask does (floor, +1e-4 against 0.5 * 4 = 1.999).
     if not has("train_frac", "p", "batch_size"):
         return problems

@@ -133,7 +133,7 @@ def run_from_row(row) -> dict:
     """A results row (pandas Series or dict) back to a run dict (NaN -> None for nullable fields)."""
     run = {}
     for name, field in FIELDS.items():
-        value = row[name]
+        value = row.get(name) if field.nullable else row[name]  # tables older than the field
         if field.nullable and (value is None or isinstance(value, float) and np.isnan(value)):
             value = None
         run[name] = coerce(name, value.item() if hasattr(value, "item") else value, name)
@@ -176,7 +176,8 @@ def variants_of(cfg: dict, axes: dict) -> list[dict]:
 
 def run_id(run: dict) -> str:
     """A stable id derived from everything that determines the trained model."""
-    identity = {name: run[name] for name in FIELDS} | {"seed": run["seed"], "data_seed": run["data_seed"]}
+    identity = {name: run[name] for name, f in FIELDS.items() if f.identity}
+    identity |= {"seed": run["seed"], "data_seed": run["data_seed"]}
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -38,6 +38,7 @@ METRIC_COLUMNS = ["train_loss", "test_loss", "loss", "train_acc", "test_acc", "a
 def rows(runs: list[dict], metrics: dict[str, np.ndarray], algorithms) -> pd.DataFrame:
     """One row per run: its identity, every field, and its metrics (host numpy arrays)."""
     table = {col: [r[col] for r in runs] for col in ID_COLUMNS + FIELD_COLUMNS}
+    table["refine_round"] = [r.get("refine_round", 0) for r in runs]  # 0: the grid; phasescan/refine.py
     key_freqs = [key_freq_list(share, mask)
                  for share, mask in zip(metrics["freq_share"], metrics["key_freq_mask"])]
     for name in METRIC_COLUMNS:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from . import grid, results, weights
+from . import grid, history, refine, results, weights
 from .classify import classify
 from .config import ConfigError, check_options
 from .progress import Progress
@@ -67,6 +67,8 @@ def sweep_identity(runs: list[dict], cfg: dict) -> str:
     """What makes two sweeps the same: their runs and how they are measured and labelled."""
     identity = {"run_ids": [r["run_id"] for r in runs], "metrics": cfg["metrics"],
                 "classify": cfg["classify"]}
+    if any(r.get("log_every") for r in runs):  # a history is part of what the folder holds
+        identity["log_every"] = sorted({r["log_every"] or 0 for r in runs})
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -97,6 +99,10 @@ def validated_runs(cfg: dict) -> list[dict]:
     """Every run of the sweep after checking the whole config; one ConfigError lists every
     problem (fields, axes, seeds, options) before anything is written."""
     problems = check_options(cfg)
+    try:
+        refine.options(cfg)
+    except ConfigError as error:
+        problems += error.problems
     try:
         runs = grid.expand(cfg)
     except ConfigError as error:
@@ -210,19 +216,52 @@ def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
     identity = sweep_identity(runs, cfg)
     out_dir = pick_out_dir(out_dir, identity, cfg.get("out_dir_taken", "refuse"))
     manifest = prepare_out_dir(out_dir, cfg_yaml, identity)
-    done = results.read_chunks(out_dir)
-    done_ids = set() if done is None else set(done["run_id"])
+    done_ids = done_run_ids(out_dir)
     todo = [r for r in runs if r["run_id"] not in done_ids]
     manifest.update(results.environment(), sweep=cfg["sweep"].get("name"), n_runs=len(runs),
                     resumes=manifest["resumes"] + 1, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
                     finished=None)
     manifest.setdefault("compile_s", {})
     results.write_manifest(out_dir, manifest)
-    if done_ids:
+    if len(todo) < len(runs):
         log.info("resuming %s: %d of %d runs already done", out_dir, len(runs) - len(todo), len(runs))
 
     start = time.perf_counter()
     progress = Progress(len(runs), done=len(runs) - len(todo))
+    train_runs(cfg, out_dir, runs, done_ids, manifest, progress)
+    progress.close()
+    if refine.options(cfg):
+        refine.run(cfg, out_dir, lambda extra: train_new_runs(cfg, out_dir, extra, manifest))
+
+    frame = results.assemble(out_dir)
+    history.assemble(out_dir)
+    manifest.update(wall_s=round(manifest.get("wall_s", 0) + time.perf_counter() - start, 3),
+                    finished=time.strftime("%Y-%m-%dT%H:%M:%S"), n_done=len(frame))
+    results.write_manifest(out_dir, manifest)
+    return frame
+
+
+def train_new_runs(cfg: dict, out_dir: Path, runs: list[dict], manifest: dict) -> pd.DataFrame:
+    """Train the runs not yet in out_dir (e.g. refinement's); return the rows of all `runs`."""
+    done_ids = done_run_ids(out_dir)
+    progress = Progress(len(runs), done=sum(r["run_id"] in done_ids for r in runs))
+    train_runs(cfg, out_dir, runs, done_ids, manifest, progress)
+    progress.close()
+    wanted = {r["run_id"] for r in runs}
+    frame = results.read_chunks(out_dir)
+    return frame[frame["run_id"].isin(wanted)].reset_index(drop=True)
+
+
+def done_run_ids(out_dir: Path) -> set[str]:
+    """The run_ids whose rows are already in out_dir's chunks (resume skips them)."""
+    done = results.read_chunks(out_dir)
+    return set() if done is None else set(done["run_id"])
+
+
+def train_runs(cfg: dict, out_dir: Path, runs: list[dict], done_ids: set[str], manifest: dict,
+               progress: Progress) -> None:
+    """Train, measure, label and write the runs not in done_ids, chunk by chunk (one compiled
+    program per bucket)."""
     for bucket_runs in grid.buckets(runs).values():
         if all(r["run_id"] in done_ids for r in bucket_runs):
             continue
@@ -244,13 +283,9 @@ def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
                     if to_save(run):
                         weights.save(weights.path_of(out_dir, run["run_id"]),
                                      weights.to_arrays(weights.jax_tree_index(params, j), run))
+                metrics, logged = history.split(metrics)
+                if logged:  # the history first: a finished chunk has its history too
+                    history.write_chunk(out_dir, history.rows(piece, logged, cfg["classify"]))
                 labels = classify(metrics, cfg["classify"])
                 results.write_chunk(out_dir, results.rows(piece, metrics, labels))
                 progress.update(len(piece))
-    progress.close()
-
-    frame = results.assemble(out_dir)
-    manifest.update(wall_s=round(manifest.get("wall_s", 0) + time.perf_counter() - start, 3),
-                    finished=time.strftime("%Y-%m-%dT%H:%M:%S"), n_done=len(frame))
-    results.write_manifest(out_dir, manifest)
-    return frame

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from . import data, metrics, precision
+from . import data, history, metrics, precision
 from .config import MODEL_KINDS, STATIC, VMAPPED
 from .linear import KINDS as LINEAR_KINDS, LinearModel
 from .model import Transformer
@@ -63,6 +63,7 @@ class Spec:
     op: str = "add"
     input_format: str = "ab"
     precision: str = "float32"  # precision.PRECISIONS
+    log_every: int | None = None  # metrics every log_every steps (None / 0: only at the end)
 
     @classmethod
     def from_run(cls, run: dict) -> "Spec":
@@ -169,7 +170,23 @@ def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), loss
 
-        (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), jnp.arange(spec.steps))
-        return params, metrics.evaluate(net, params, dataset, mask, triples, key_freq_min_share)
+        measure = lambda params: metrics.evaluate(net, params, dataset, mask, triples, key_freq_min_share)
+        carry = (params, optimizer.init(params))
+        if not spec.log_every:
+            (params, _), _ = jax.lax.scan(step, carry, jnp.arange(spec.steps))
+            return params, measure(params)
+        # Time-resolved: an outer scan over segments of log_every steps (the inner scan runs the
+        # very same steps), measuring at each segment end, all on device. The history (step 0,
+        # K, 2K, ..., steps) rides along in the metrics dict as history.PREFIX + name entries.
+        def segment(carry, first_step):
+            carry, _ = jax.lax.scan(step, carry, first_step + jnp.arange(spec.log_every))
+            return carry, measure(carry[0])
+
+        n_segments = spec.steps // spec.log_every
+        (params, _), logged = jax.lax.scan(segment, carry, jnp.arange(n_segments) * spec.log_every)
+        final = jax.tree_util.tree_map(lambda h: h[-1], logged)
+        logged = jax.tree_util.tree_map(lambda h0, h: jnp.concatenate([h0[None], h]),
+                                        measure(carry[0]), logged)
+        return params, final | {history.PREFIX + name: h for name, h in logged.items()}
 
     return precision.traced_under(spec.precision, train)
