@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import grid, results, weights
+from . import grid, results, shard, weights
 from .classify import classify
 from .config import ConfigError
 from .progress import Progress
@@ -50,15 +51,28 @@ def device_memory_budget() -> int:
     return int(0.25 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def chunk_size_for(spec: Spec, n_runs: int, requested, max_auto: int) -> int:
-    """Models per compiled program. `auto` fits the memory estimate; chunks of one bucket are
-    made equal (the last one padded) so the bucket compiles once."""
+def chunk_size_for(spec: Spec, n_runs: int, requested, max_auto: int, n_devices: int = 1) -> int:
+    """Models per compiled program. `auto` fits the memory estimate of each of the n_devices
+    (max_auto models per device at most); chunks of one bucket are made equal (the last one
+    padded) so the bucket compiles once, and a multiple of n_devices so each device gets a share."""
     if requested == "auto":
-        size = max(1, min(max_auto, device_memory_budget() // bytes_per_model(spec)))
+        size = n_devices * max(1, min(max_auto, device_memory_budget() // bytes_per_model(spec)))
     else:
         size = int(requested)
     n_chunks = math.ceil(n_runs / size)
-    return math.ceil(n_runs / n_chunks)
+    return n_devices * math.ceil(math.ceil(n_runs / n_chunks) / n_devices)
+
+
+def sweep_devices(sweep: dict) -> list:
+    """The local devices each chunk is sharded over: sweep.devices = null (all) or a count."""
+    available = jax.local_devices()
+    n = sweep.get("devices")
+    if n is None:
+        return available
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(available):
+        raise ConfigError(f"sweep.devices={n!r}: must be null (all {len(available)} local "
+                          f"devices) or an integer in 1..{len(available)}")
+    return available[:n]
 
 
 def sweep_identity(runs: list[dict], cfg: dict) -> str:
@@ -68,15 +82,22 @@ def sweep_identity(runs: list[dict], cfg: dict) -> str:
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def compile_chunk(spec: Spec, chunk_size: int, metric_opts: dict):
-    """The bucket's program, compiled ahead of time so compile time is measured on its own."""
+def compile_chunk(spec: Spec, chunk_size: int, metric_opts: dict, devices: list | None = None):
+    """The bucket's program, compiled ahead of time so compile time is measured on its own.
+
+    The model axis is split over `devices` (default: the default device) with a 1-D mesh:
+    models are independent, so each device trains its share with no communication."""
+    devices = devices or jax.devices()[:1]
+    if chunk_size % len(devices):
+        raise ValueError(f"chunk_size={chunk_size} is not a multiple of {len(devices)} devices")
+    models = NamedSharding(Mesh(np.asarray(devices), ("model",)), PartitionSpec("model"))
     train = make_train(spec, n_triples=metric_opts["grad_sym_triples"],
                        triples_seed=metric_opts["triples_seed"],
                        key_freq_min_share=metric_opts["key_freq_min_share"])
     keys = jax.ShapeDtypeStruct((chunk_size,), jax.random.key(0).dtype)
     hp = HParams(**{name: jax.ShapeDtypeStruct((chunk_size,), jnp.uint32 if name == "split_seed"
                                                else jnp.float32) for name in HParams._fields})
-    return jax.jit(jax.vmap(train)).lower(keys, hp).compile()
+    return jax.jit(jax.vmap(train), in_shardings=models, out_shardings=models).lower(keys, hp).compile()
 
 
 def run_chunk(compiled, runs: list[dict], chunk_size: int, keep_params: bool = False):
@@ -84,7 +105,8 @@ def run_chunk(compiled, runs: list[dict], chunk_size: int, keep_params: bool = F
     real runs, and with `keep_params` also their parameters (leading axis = run)."""
     padded = runs + [runs[-1]] * (chunk_size - len(runs))
     keys = jax.vmap(jax.random.key)(jnp.asarray([r["seed"] for r in padded], dtype=jnp.uint32))
-    params, metrics = compiled(keys, HParams.from_runs(padded))
+    inputs = jax.device_put((keys, HParams.from_runs(padded)), compiled.input_shardings[0])
+    params, metrics = compiled(*inputs)
     metrics = {k: np.asarray(v)[: len(runs)] for k, v in jax.device_get(metrics).items()}
     if not keep_params:
         return metrics
@@ -108,7 +130,8 @@ def prepare_out_dir(out_dir: Path, cfg_yaml: str, identity: str) -> dict:
 def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
     """Train and measure every run of the sweep into out_dir; return the runs table."""
     out_dir = Path(out_dir)
-    runs = grid.expand(cfg)
+    runs = shard.select(grid.expand(cfg), cfg["sweep"])  # this shard's runs (all, unsharded)
+    devices = sweep_devices(cfg["sweep"])
     save = cfg.get("save_weights", "none")
     if not (save in ("none", "all", None) or isinstance(save, int) and not isinstance(save, bool) and save > 0):
         raise ConfigError(f"save_weights={save!r}: must be none, all or a positive integer "
@@ -118,6 +141,7 @@ def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
     done_ids = set() if done is None else set(done["run_id"])
     todo = [r for r in runs if r["run_id"] not in done_ids]
     manifest.update(results.environment(), sweep=cfg["sweep"].get("name"), n_runs=len(runs),
+                    devices_used=len(devices),
                     resumes=manifest["resumes"] + 1, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
                     finished=None)
     manifest.setdefault("compile_s", {})
@@ -130,9 +154,9 @@ def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
     for bucket_runs in grid.buckets(todo).values():
         spec = Spec.from_run(bucket_runs[0])
         size = chunk_size_for(spec, len(bucket_runs), cfg["sweep"]["chunk_size"],
-                              cfg["sweep"]["max_chunk_size"])
+                              cfg["sweep"]["max_chunk_size"], len(devices))
         t0 = time.perf_counter()
-        compiled = compile_chunk(spec, size, cfg["metrics"])
+        compiled = compile_chunk(spec, size, cfg["metrics"], devices)
         manifest["compile_s"][repr(spec)] = round(time.perf_counter() - t0, 3)
         for i in range(0, len(bucket_runs), size):
             chunk = bucket_runs[i: i + size]
