@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,34 @@ def fail(error: ConfigError) -> None:
     sys.exit(2)
 
 
+def results_dir(cfg: dict) -> Path:
+    """Where this process writes. out_dir, else results/<sweep>/<timestamp>/; in a multirun the
+    multirun's folder (hydra.sweep.dir: one for all its jobs, so the shards of a sweep land
+    together; a job that is not a shard gets its own subfolder). A shard writes into
+    <that>/shard-<i>-of-<N>/ (phasescan.shard)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from . import shard
+
+    hydra_cfg = HydraConfig.get()
+    sharded = shard.shard_options(cfg["sweep"])[1] > 1
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        # Several jobs may share one GPU (submitit_local, or tasks packed on a node): no job
+        # may grab most of its memory up front. The user's own setting wins.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    if cfg["out_dir"] is not None:
+        base = Path(cfg["out_dir"])
+    elif hydra_cfg.mode == RunMode.MULTIRUN:
+        base = Path(hydra_cfg.sweep.dir) if sharded else Path(hydra_cfg.runtime.output_dir)
+    elif sharded:
+        raise ConfigError("out_dir: required with sweep.num_shards > 1 outside a multirun (every "
+                          "shard of a sweep must write under the same folder)")
+    else:
+        base = Path(f"results/{cfg['sweep']['name']}/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+    return shard.results_dir(base, cfg["sweep"])
+
+
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from .compile_cache import enable as enable_compile_cache
@@ -39,8 +68,8 @@ def main(cfg: DictConfig) -> None:
     setup_logging()
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     enable_compile_cache(cfg_dict.get("compile_cache"))
-    out_dir = Path(cfg.out_dir or f"results/{cfg.sweep.name}/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     try:
+        out_dir = results_dir(cfg_dict)
         out_dir = choose_out_dir(cfg_dict, out_dir)  # validates; out_dir_taken=sibling may move it
         frame = run_sweep(cfg_dict, out_dir, OmegaConf.to_yaml(cfg))
     except ConfigError as error:
@@ -52,7 +81,10 @@ def main(cfg: DictConfig) -> None:
     log.info("%d runs -> %s", len(frame), out_dir / "runs.parquet")
     from . import table
     print(table.format_table(frame))
-    if cfg.plot:
+    if cfg.plot and cfg.sweep.num_shards > 1:
+        log.info("figures: drawn for the whole sweep by `python -m phasescan.merge` once every "
+                 "shard is done")
+    elif cfg.plot:
         draw_figures(out_dir)
 
 

@@ -386,7 +386,8 @@ def draw(results_dir, x: str = "attn_rate", y: str = "d_model", formats=("png",)
             arrays = weights.load_or_retrain(out_dir, run, metric_opts)
             figure = inspection(row, inspection_data(arrays, run, metric_opts))
             paths += save(figure, folder, f"inspect_{run_id}", formats)
-    return paths
+    from . import plot_beyond  # the history and refinement figures, when the folder has them
+    return paths + plot_beyond.draw(out_dir, folder)
 
 
 def main(argv=None) -> int:

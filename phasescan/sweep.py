@@ -20,8 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import grid, history, refine, results, weights
+from . import grid, history, refine, results, shard, weights
 from .classify import classify
 from .config import ConfigError, check_options
 from .progress import Progress
@@ -52,15 +53,28 @@ def device_memory_budget() -> int:
     return int(0.25 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def chunk_size_for(spec: Spec, n_runs: int, requested, max_auto: int) -> int:
-    """Models per compiled program. `auto` fits the memory estimate; chunks of one bucket are
-    made equal (the last one padded) so the bucket compiles once."""
+def chunk_size_for(spec: Spec, n_runs: int, requested, max_auto: int, n_devices: int = 1) -> int:
+    """Models per compiled program. `auto` fits the memory estimate of each of the n_devices
+    (max_auto models per device at most); chunks of one bucket are made equal (the last one
+    padded) so the bucket compiles once, and a multiple of n_devices so each device gets a share."""
     if requested == "auto":
-        size = max(1, min(max_auto, device_memory_budget() // bytes_per_model(spec)))
+        size = n_devices * max(1, min(max_auto, device_memory_budget() // bytes_per_model(spec)))
     else:
         size = int(requested)
     n_chunks = math.ceil(n_runs / size)
-    return math.ceil(n_runs / n_chunks)
+    return n_devices * math.ceil(math.ceil(n_runs / n_chunks) / n_devices)
+
+
+def sweep_devices(sweep: dict) -> list:
+    """The local devices each chunk is sharded over: sweep.devices = null (all) or a count."""
+    available = jax.local_devices()
+    n = sweep.get("devices")
+    if n is None:
+        return available
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(available):
+        raise ConfigError(f"sweep.devices={n!r}: must be null (all {len(available)} local "
+                          f"devices) or an integer in 1..{len(available)}")
+    return available[:n]
 
 
 def sweep_identity(runs: list[dict], cfg: dict) -> str:
@@ -72,15 +86,22 @@ def sweep_identity(runs: list[dict], cfg: dict) -> str:
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def compile_chunk(spec: Spec, chunk_size: int, metric_opts: dict):
-    """The bucket's program, compiled ahead of time so compile time is measured on its own."""
+def compile_chunk(spec: Spec, chunk_size: int, metric_opts: dict, devices: list | None = None):
+    """The bucket's program, compiled ahead of time so compile time is measured on its own.
+
+    The model axis is split over `devices` (default: the default device) with a 1-D mesh:
+    models are independent, so each device trains its share with no communication."""
+    devices = devices or jax.devices()[:1]
+    if chunk_size % len(devices):
+        raise ValueError(f"chunk_size={chunk_size} is not a multiple of {len(devices)} devices")
+    models = NamedSharding(Mesh(np.asarray(devices), ("model",)), PartitionSpec("model"))
     train = make_train(spec, n_triples=metric_opts["grad_sym_triples"],
                        triples_seed=metric_opts["triples_seed"],
                        key_freq_min_share=metric_opts["key_freq_min_share"])
     keys = jax.ShapeDtypeStruct((chunk_size,), jax.random.key(0).dtype)
     hp = HParams(**{name: jax.ShapeDtypeStruct((chunk_size,), jnp.uint32 if name == "split_seed"
                                                else jnp.float32) for name in HParams._fields})
-    return jax.jit(jax.vmap(train)).lower(keys, hp).compile()
+    return jax.jit(jax.vmap(train), in_shardings=models, out_shardings=models).lower(keys, hp).compile()
 
 
 def run_chunk(compiled, runs: list[dict], chunk_size: int, keep_params: bool = False):
@@ -88,7 +109,8 @@ def run_chunk(compiled, runs: list[dict], chunk_size: int, keep_params: bool = F
     real runs, and with `keep_params` also their parameters (leading axis = run)."""
     padded = runs + [runs[-1]] * (chunk_size - len(runs))
     keys = jax.vmap(jax.random.key)(jnp.asarray([r["seed"] for r in padded], dtype=jnp.uint32))
-    params, metrics = compiled(keys, HParams.from_runs(padded))
+    inputs = jax.device_put((keys, HParams.from_runs(padded)), compiled.input_shardings[0])
+    params, metrics = compiled(*inputs)
     metrics = {k: np.asarray(v)[: len(runs)] for k, v in jax.device_get(metrics).items()}
     if not keep_params:
         return metrics
@@ -96,8 +118,9 @@ def run_chunk(compiled, runs: list[dict], chunk_size: int, keep_params: bool = F
 
 
 def validated_runs(cfg: dict) -> list[dict]:
-    """Every run of the sweep after checking the whole config; one ConfigError lists every
-    problem (fields, axes, seeds, options) before anything is written."""
+    """Every run of the sweep (of this shard, with sweep.num_shards > 1) after checking the
+    whole config; one ConfigError lists every problem (fields, axes, seeds, options, devices,
+    shards) before anything is written."""
     problems = check_options(cfg)
     try:
         refine.options(cfg)
@@ -107,6 +130,14 @@ def validated_runs(cfg: dict) -> list[dict]:
         runs = grid.expand(cfg)
     except ConfigError as error:
         problems = error.problems + problems
+    if cfg.get("refine") and (cfg["sweep"].get("num_shards") or 1) > 1:
+        problems.append("refine=true: refinement needs the whole grid in one process; "
+                        "use sweep.num_shards=1")
+    try:
+        sweep_devices(cfg["sweep"])
+        runs = shard.select(runs, cfg["sweep"])  # this shard's runs (all of them, unsharded)
+    except ConfigError as error:
+        problems += error.problems
     if problems:
         raise ConfigError(problems)
     return runs
@@ -176,7 +207,7 @@ def is_out_of_memory(error: Exception) -> bool:
         "RESOURCE_EXHAUSTED" in message or "out of memory" in message.lower())
 
 
-def programs_of(spec: Spec, metric_opts: dict, size: int, compile_s: dict):
+def programs_of(spec: Spec, metric_opts: dict, size: int, compile_s: dict, devices: list | None = None):
     """program(n): the bucket's program for n models, compiled on first use and timed into
     compile_s (under repr(spec), or "<spec> x<n>" for the smaller sizes of a split)."""
     programs = {}
@@ -184,15 +215,16 @@ def programs_of(spec: Spec, metric_opts: dict, size: int, compile_s: dict):
     def program(n: int):
         if n not in programs:
             t0 = time.perf_counter()
-            programs[n] = compile_chunk(spec, n, metric_opts)
+            programs[n] = compile_chunk(spec, n, metric_opts, devices)
             compile_s[repr(spec) if n == size else f"{spec!r} x{n}"] = round(time.perf_counter() - t0, 3)
         return programs[n]
     return program
 
 
-def run_pieces(program, runs: list[dict], size: int, keep_params: bool):
+def run_pieces(program, runs: list[dict], size: int, keep_params: bool, n_devices: int = 1):
     """Train `runs` in pieces of `size` models, `program(size)` the compiled program. When the
-    device runs out of memory, halve the size (recompiling) and go on, down to one model.
+    device runs out of memory, halve the size (recompiling; a multiple of n_devices, each device
+    keeping a share) and go on, down to one model per device.
     Yields (piece, run_chunk's result, size) as each piece finishes, so it can be saved."""
     start = 0
     while start < len(runs):
@@ -200,11 +232,12 @@ def run_pieces(program, runs: list[dict], size: int, keep_params: bool):
         try:
             result = run_chunk(program(size), piece, size, keep_params=keep_params)
         except Exception as error:
-            if size == 1 or not is_out_of_memory(error):
+            if size == n_devices or not is_out_of_memory(error):
                 raise
+            smaller = n_devices * math.ceil(size / 2 / n_devices)
             log.warning("out of device memory with %d models per program: retrying with %d",
-                        size, math.ceil(size / 2))
-            size = math.ceil(size / 2)
+                        size, smaller)
+            size = smaller
             continue
         yield piece, result, size
         start += len(piece)
@@ -213,12 +246,14 @@ def run_pieces(program, runs: list[dict], size: int, keep_params: bool):
 def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
     """Train and measure every run of the sweep into out_dir; return the runs table."""
     runs = validated_runs(cfg)
+    devices = sweep_devices(cfg["sweep"])
     identity = sweep_identity(runs, cfg)
     out_dir = pick_out_dir(out_dir, identity, cfg.get("out_dir_taken", "refuse"))
     manifest = prepare_out_dir(out_dir, cfg_yaml, identity)
     done_ids = done_run_ids(out_dir)
     todo = [r for r in runs if r["run_id"] not in done_ids]
     manifest.update(results.environment(), sweep=cfg["sweep"].get("name"), n_runs=len(runs),
+                    devices_used=len(devices),
                     resumes=manifest["resumes"] + 1, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
                     finished=None)
     manifest.setdefault("compile_s", {})
@@ -228,7 +263,7 @@ def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
 
     start = time.perf_counter()
     progress = Progress(len(runs), done=len(runs) - len(todo))
-    train_runs(cfg, out_dir, runs, done_ids, manifest, progress)
+    train_runs(cfg, out_dir, runs, done_ids, manifest, progress, devices)
     progress.close()
     if refine.options(cfg):
         refine.run(cfg, out_dir, lambda extra: train_new_runs(cfg, out_dir, extra, manifest))
@@ -245,7 +280,7 @@ def train_new_runs(cfg: dict, out_dir: Path, runs: list[dict], manifest: dict) -
     """Train the runs not yet in out_dir (e.g. refinement's); return the rows of all `runs`."""
     done_ids = done_run_ids(out_dir)
     progress = Progress(len(runs), done=sum(r["run_id"] in done_ids for r in runs))
-    train_runs(cfg, out_dir, runs, done_ids, manifest, progress)
+    train_runs(cfg, out_dir, runs, done_ids, manifest, progress, sweep_devices(cfg["sweep"]))
     progress.close()
     wanted = {r["run_id"] for r in runs}
     frame = results.read_chunks(out_dir)
@@ -259,17 +294,17 @@ def done_run_ids(out_dir: Path) -> set[str]:
 
 
 def train_runs(cfg: dict, out_dir: Path, runs: list[dict], done_ids: set[str], manifest: dict,
-               progress: Progress) -> None:
+               progress: Progress, devices: list) -> None:
     """Train, measure, label and write the runs not in done_ids, chunk by chunk (one compiled
-    program per bucket)."""
+    program per bucket, its model axis split over `devices`)."""
     for bucket_runs in grid.buckets(runs).values():
         if all(r["run_id"] in done_ids for r in bucket_runs):
             continue
         spec = Spec.from_run(bucket_runs[0])
         # Sized from the whole bucket, done or not: the same programs as an uninterrupted run.
         size = chunk_size_for(spec, len(bucket_runs), cfg["sweep"]["chunk_size"],
-                              cfg["sweep"]["max_chunk_size"])
-        program = programs_of(spec, cfg["metrics"], size, manifest["compile_s"])
+                              cfg["sweep"]["max_chunk_size"], len(devices))
+        program = programs_of(spec, cfg["metrics"], size, manifest["compile_s"], devices)
         fits = size  # models per program that fit the device (halved on running out of memory)
         for i in range(0, len(bucket_runs), size):
             chunk = [r for r in bucket_runs[i: i + size] if r["run_id"] not in done_ids]
@@ -277,7 +312,7 @@ def train_runs(cfg: dict, out_dir: Path, runs: list[dict], done_ids: set[str], m
                 continue
             to_save = lambda run: weights.should_save(run, cfg["save_weights"], cfg["sweep"]["seed_start"])
             keep = any(map(to_save, chunk))
-            for piece, result, fits in run_pieces(program, chunk, fits, keep_params=keep):
+            for piece, result, fits in run_pieces(program, chunk, fits, keep, len(devices)):
                 metrics, params = result if keep else (result, None)
                 for j, run in enumerate(piece):  # weights first: a finished chunk has its files
                     if to_save(run):
