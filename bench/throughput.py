@@ -8,7 +8,7 @@
 (b) sequential: the paper's way. One jitted model at a time, a Python loop over the steps, a
                 test-set evaluation after every step read back to the host (PyTorch's .item()),
                 then the same final metrics. Built from the engine's own pieces
-                (train.transformer_net, train.warmup_schedule, metrics.cross_entropy,
+                (train.build_net, train.warmup_schedule, metrics.cross_entropy,
                 data.Dataset / data.train_mask, precision), so it is the same computation: the
                 tool checks that both ways end with the same train loss and grad_sym.
 
@@ -112,7 +112,8 @@ def sequential_programs(spec: train.Spec, metric_opts: dict) -> dict:
     (full batch), under the same precision policy."""
     if spec.batch_size is not None:
         raise ConfigError("the sequential baseline trains full batch (train.batch_size=null)")
-    dataset = data.Dataset(spec.p)
+    dataset = data.Dataset(spec.p, spec.op, spec.input_format)
+    net_of = lambda attn_rate: train.build_net(spec, dataset, attn_rate)
     triples = jnp.asarray(metrics.grad_sym_triples(spec.p, metric_opts["grad_sym_triples"],
                                                    metric_opts["triples_seed"]))
 
@@ -121,12 +122,12 @@ def sequential_programs(spec: train.Spec, metric_opts: dict) -> dict:
                            eps=train.ADAM_EPS, weight_decay=hp.weight_decay)
 
     def init(key, hp):
-        params = train.transformer_net(spec, hp.attn_rate).init(key)
+        params = net_of(hp.attn_rate).init(key)
         mask = data.train_mask(jax.random.key(hp.split_seed), dataset.n_pairs, hp.train_frac)
         return params, optimizer(hp).init(params), mask
 
     def loss(params, hp, mask):
-        net = train.transformer_net(spec, precision.for_compute(hp.attn_rate, spec.precision))
+        net = net_of(precision.for_compute(hp.attn_rate, spec.precision))
         logits = net.logits(precision.for_compute(params, spec.precision), dataset.tokens)
         return metrics.masked_mean(metrics.cross_entropy(logits, dataset.labels), mask)
 
@@ -136,13 +137,13 @@ def sequential_programs(spec: train.Spec, metric_opts: dict) -> dict:
         return optax.apply_updates(params, updates), opt_state, loss_value
 
     def test_eval(params, hp, mask):
-        logits = train.transformer_net(spec, hp.attn_rate).logits(params, dataset.tokens)
+        logits = net_of(hp.attn_rate).logits(params, dataset.tokens)
         correct = (jnp.argmax(logits, axis=-1) == dataset.labels).astype(jnp.float32)
         ce = metrics.cross_entropy(logits, dataset.labels)
         return metrics.masked_mean(ce, 1.0 - mask), metrics.masked_mean(correct, 1.0 - mask)
 
     def final(params, hp, mask):
-        return metrics.evaluate(train.transformer_net(spec, hp.attn_rate), params, dataset, mask,
+        return metrics.evaluate(net_of(hp.attn_rate), params, dataset, mask,
                                 triples, metric_opts["key_freq_min_share"])
 
     return {name: precision.traced_under(spec.precision, fn) for name, fn in

@@ -118,8 +118,11 @@ def checked_swept_axes(cfg: dict) -> tuple[dict[str, list | None], list[str]]:
     for name, spec in (sweep.get("axes") or {}).items():
         if spec is None:
             continue
-        if name not in FIELDS:
-            problems.append(f"sweep.axes.{name}: unknown axis (allowed: {', '.join(FIELDS)})")
+        if name not in FIELDS or not FIELDS[name].identity:
+            # A field that does not change the model (log_every) would only repeat the same runs.
+            what = "unknown axis" if name not in FIELDS else "not an axis (it does not change the model)"
+            allowed = ", ".join(n for n, f in FIELDS.items() if f.identity)
+            problems.append(f"sweep.axes.{name}: {what} (allowed: {allowed})")
             continue
         try:
             axes[name] = axis_values(name, spec, sweep.get("sample_seed", 0))

@@ -256,10 +256,11 @@ def inspection_data(arrays: dict, run: dict, metric_opts: dict) -> dict:
     import jax.numpy as jnp
 
     from . import data, metrics
-    from .train import Spec, transformer_net
+    from .train import Spec, build_net
 
-    p = run["p"]
-    net = transformer_net(Spec.from_run(run), jnp.float32(run["attn_rate"]))
+    p, spec = run["p"], Spec.from_run(run)
+    dataset = data.Dataset(p, spec.op, spec.input_format)
+    net = build_net(spec, dataset, jnp.float32(run["attn_rate"]))
     params = weights.to_params(arrays)
     rows = np.asarray(net.number_rows(params), np.float64)
     centred = rows - rows.mean(axis=0)
@@ -267,7 +268,6 @@ def inspection_data(arrays: dict, run: dict, metric_opts: dict) -> dict:
     pcs = vt[:4]
     triples = jnp.asarray(metrics.grad_sym_triples(p, metric_opts["grad_sym_triples"],
                                                    metric_opts["triples_seed"]))
-    dataset = data.Dataset(p)
     vectors = net.token_vectors(params, dataset.tokens_of(triples[:, 0], triples[:, 1]))
     grad = jax.jit(jax.vmap(lambda v, c: jax.grad(lambda u: net.logits_from_vectors(params, u)[c])(v)))
     g = np.asarray(grad(vectors, triples[:, 2]), np.float64)  # (n, 2, d)
