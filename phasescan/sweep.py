@@ -124,20 +124,21 @@ def validated_runs(cfg: dict) -> list[dict]:
     """Every run of the sweep (of this shard, with sweep.num_shards > 1) after checking the
     whole config; one ConfigError lists every problem (fields, axes, seeds, options, devices,
     shards) before anything is written."""
-    problems = check_options(cfg)
-    try:
-        refine.options(cfg)
-    except ConfigError as error:
-        problems += error.problems
+    problems = []
     try:
         runs = grid.expand(cfg)
     except ConfigError as error:
-        problems = error.problems + problems
+        runs, problems = [], error.problems
+    problems += check_options(cfg)
     if cfg.get("refine") and (cfg["sweep"].get("num_shards") or 1) > 1:
         problems.append("refine=true: refinement needs the whole grid in one process; "
                         "use sweep.num_shards=1")
+    for check in (refine.options, lambda cfg: sweep_devices(cfg["sweep"])):
+        try:
+            check(cfg)
+        except ConfigError as error:
+            problems += error.problems
     try:
-        sweep_devices(cfg["sweep"])
         runs = shard.select(runs, cfg["sweep"])  # this shard's runs (all of them, unsharded)
     except ConfigError as error:
         problems += error.problems

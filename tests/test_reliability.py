@@ -215,17 +215,25 @@ def test_diverging_model_is_labelled_and_contained(cache_env):
 
 # --- out of memory --------------------------------------------------------------------------
 
+class FailingProgram:
+    """Stands in for a compiled chunk program that fails with `message` when called."""
+    input_shardings = (None,)  # run_chunk places its inputs with these: the default device
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def __call__(self, *args):
+        raise jax.errors.JaxRuntimeError(self.message)
+
+
 def out_of_memory(size):
-    def program(*args):
-        raise jax.errors.JaxRuntimeError(
-            f"RESOURCE_EXHAUSTED: Out of memory while trying to allocate {size << 30} bytes.")
-    return program
+    return FailingProgram(f"RESOURCE_EXHAUSTED: Out of memory while trying to allocate {size << 30} bytes.")
 
 
 def test_out_of_memory_chunk_is_split_and_retried(tmp_path, reference, monkeypatch, caplog):
     real_compile = sweep.compile_chunk
-    monkeypatch.setattr(sweep, "compile_chunk", lambda spec, size, opts:
-                        out_of_memory(size) if size > 1 else real_compile(spec, size, opts))
+    monkeypatch.setattr(sweep, "compile_chunk", lambda spec, size, opts, devices=None:
+                        out_of_memory(size) if size > 1 else real_compile(spec, size, opts, devices))
     frame = sweep.run_sweep(compose(*BASE, "sweep.chunk_size=4"), tmp_path / "out")
     assert "out of device memory with 4 models per program: retrying with 2" in caplog.text
     assert "out of device memory with 2 models per program: retrying with 1" in caplog.text
@@ -238,9 +246,7 @@ def test_other_errors_and_one_model_out_of_memory_are_not_retried():
     runs = sweep.validated_runs(compose(*TINY))
 
     def failing(message):
-        def program(*args):
-            raise jax.errors.JaxRuntimeError(message)
-        return lambda size: program
+        return lambda size: FailingProgram(message)
 
     with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
         list(sweep.run_pieces(failing("INTERNAL: a real bug"), runs, 4, keep_params=False))
@@ -281,9 +287,9 @@ def test_each_bad_input_names_key_value_and_allowed(override, says, tmp_path):
 
 
 @pytest.mark.parametrize("override, says", [
-    ("sweep=nope", "sweep=nope: unknown sweep (allowed: demo, fixed_width, model_a_vs_b, width_vs_attn)"),
+    ("sweep=nope", "sweep=nope: unknown sweep (allowed: demo, fixed_width, model_a_vs_b, variants, width_vs_attn)"),
     ("sweep.axes.foo=[1]", "sweep.axes.foo=[1]: unknown axis (allowed: p, train_frac,"),
-    ("model.dmodel=32", "model.dmodel=32: unknown key in model (allowed: d_model,"),
+    ("model.dmodel=32", "model.dmodel=32: unknown key in model (allowed: kind, d_model,"),
     ("classify.min_acc=0.5", "classify.min_acc=0.5: unknown key in classify (allowed: min_test_acc,"),
     ("outdir=x", "outdir=x: unknown key (allowed: out_dir,"),
 ])
