@@ -68,6 +68,7 @@ def main(cfg: DictConfig) -> None:
     setup_logging()
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
     enable_compile_cache(cfg_dict.get("compile_cache"))
+    out_dir = None  # known once results_dir has run; Ctrl-C may come before
     try:
         out_dir = results_dir(cfg_dict)
         out_dir = choose_out_dir(cfg_dict, out_dir)  # validates; out_dir_taken=sibling may move it
@@ -75,7 +76,7 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as error:
         fail(error)
     except KeyboardInterrupt:
-        print(f"phasescan: interrupted; finished chunks are kept in {out_dir}. "
+        print(f"phasescan: interrupted; finished chunks are kept in {out_dir or 'out_dir'}. "
               "Run the same command again to resume.", file=sys.stderr)
         sys.exit(130)
     log.info("%d runs -> %s", len(frame), out_dir / "runs.parquet")

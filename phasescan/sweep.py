@@ -4,7 +4,10 @@ Every finished chunk is written to disk (results.write_chunk) before the next on
 rerun with the same out_dir skips the runs already done (matched by run_id). Chunks are laid out
 over the whole bucket, done or not, so a resumed sweep runs its remaining models in the same
 compiled programs as an uninterrupted one and gets the same bits. A chunk that runs the device
-out of memory is split in halves and retried (README "Reliability").
+out of memory is split in halves and retried (README "Reliability"). Each chunk's model axis is
+split over the local devices (`sweep.devices`); `sweep.num_shards` picks this process's share of
+the grid (phasescan/shard.py). Refinement (phasescan/refine.py) trains its added runs through the
+same chunk loop, `train_runs`.
 """
 from __future__ import annotations
 
