@@ -23,10 +23,9 @@ import pandas as pd  # noqa: E402
 
 from . import history, refine, results  # noqa: E402
 from .classify import ALGORITHMS  # noqa: E402
+from .plot import COLORS  # noqa: E402  (one colour per class in every figure)
 
 OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
-ALGORITHM_COLOURS = {"pizza": "#E69F00", "clock": "#0072B2", "other": "#CC79A7",
-                     "non_circular": "#009E73", "unlearned": "#BBBBBB", "diverged": "#000000"}
 HISTORY_PANELS = [("test_acc", "test accuracy"), ("grad_sym", "gradient symmetricity"),
                   ("dist_irr", "distance irrelevance"), ("circularity", "circularity")]
 
@@ -80,14 +79,14 @@ def draw_history(results_dir, figures_dir) -> list[Path]:
         bottom = np.zeros(len(rates))
         positions = np.arange(len(rates))
         for name in ALGORITHMS:
-            ax.bar(positions, shares[name], bottom=bottom, color=ALGORITHM_COLOURS[name],
+            ax.bar(positions, shares[name], bottom=bottom, color=COLORS[name],
                    label=name, edgecolor="white", lw=0.5)
             bottom += shares[name].to_numpy()
         ax.set_xticks(positions, [f"{r:g}" for r in rates], rotation=90 if len(rates) > 8 else 0)
         ax.set_title(f"step {step}")
         ax.set_xlabel("attention rate")
     axes[0, 0].set_ylabel("share of runs")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=ALGORITHM_COLOURS[n]) for n in ALGORITHMS]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS[n]) for n in ALGORITHMS]
     fig.legend(handles, ALGORITHMS, loc="lower center", ncol=len(ALGORITHMS), fontsize=8,
                bbox_to_anchor=(0.5, -0.16))
     fig.suptitle("Algorithm per attention rate during training (all runs of each rate)", y=1.04)
@@ -126,7 +125,7 @@ def draw_refinement(results_dir, figures_dir) -> list[Path]:
                 continue
             ypos = np.array([y_pos[v] for v in (sel[y] if y else [None] * len(sel))], dtype=float)
             ypos += 0.4 * sel["seed"].to_numpy() / (runs["seed"].max() + 1) - 0.2  # seeds side by side
-            right.scatter(sel[x], ypos, color=ALGORITHM_COLOURS[name], marker=marker, s=28,
+            right.scatter(sel[x], ypos, color=COLORS[name], marker=marker, s=28,
                           edgecolor="black", lw=0.4,
                           label=f"{name} ({'refinement' if refined else 'grid'})")
     right.set_yticks(range(len(y_values)), [f"{v}" for v in y_values] if y else [""])

@@ -273,7 +273,7 @@ def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
     train_runs(cfg, out_dir, runs, done_ids, manifest, progress, devices)
     progress.close()
     if refine.options(cfg):
-        refine.run(cfg, out_dir, lambda extra: train_new_runs(cfg, out_dir, extra, manifest))
+        refine.run(cfg, out_dir, lambda extra: train_new_runs(cfg, out_dir, extra, manifest, devices))
 
     frame = results.assemble(out_dir)
     history.assemble(out_dir)
@@ -283,11 +283,12 @@ def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
     return frame
 
 
-def train_new_runs(cfg: dict, out_dir: Path, runs: list[dict], manifest: dict) -> pd.DataFrame:
+def train_new_runs(cfg: dict, out_dir: Path, runs: list[dict], manifest: dict,
+                   devices: list) -> pd.DataFrame:
     """Train the runs not yet in out_dir (e.g. refinement's); return the rows of all `runs`."""
     done_ids = done_run_ids(out_dir)
     progress = Progress(len(runs), done=sum(r["run_id"] in done_ids for r in runs))
-    train_runs(cfg, out_dir, runs, done_ids, manifest, progress, sweep_devices(cfg["sweep"]))
+    train_runs(cfg, out_dir, runs, done_ids, manifest, progress, devices)
     progress.close()
     wanted = {r["run_id"] for r in runs}
     frame = results.read_chunks(out_dir)
