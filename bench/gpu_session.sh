@@ -35,8 +35,11 @@ calibrate)  # throughput of the paper model at each precision (short), and model
       out_dir="results/paper/precision/model_a_vs_b_$prec"
   done
   pack calibrate results/paper/precision ;;
-paper)  # issue 9: the fixed-width sweep (8 seeds) at the chosen precision
-  step 560 python3 -m phasescan sweep=fixed_width sweep.seeds=8 train.precision="$precision" \
+paper)  # issue 9: model A vs B (16 seeds) and the fixed-width sweep (8 seeds) at the chosen precision
+  step 150 python3 -m phasescan sweep=model_a_vs_b train.precision="$precision" plot=false \
+    out_dir=results/paper/model_a_vs_b
+  pack model_a_vs_b results/paper/model_a_vs_b
+  step 420 python3 -m phasescan sweep=fixed_width sweep.seeds=8 train.precision="$precision" \
     plot=false out_dir=results/paper/fixed_width
   pack paper results/paper/fixed_width ;;
 width)  # issue 10: width x attention rate, shard ${3:-0} of ${4:-1}
