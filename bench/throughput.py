@@ -230,11 +230,16 @@ def main(argv=None) -> dict:
                              "models instead of one vmap (default: the engine as it is)")
     parser.add_argument("--compile-cache", default=None,
                         help="persistent compilation cache folder (default: off, so compile times are cold)")
+    parser.add_argument("--nondeterministic", action="store_true",
+                        help="GPU: leave XLA's atomic additions on (phasescan's deterministic=false); "
+                             "the GPU figures of 2026-11-22 in docs/benchmarks.md were taken this way")
     parser.add_argument("--override", action="append", default=[],
                         help="extra phasescan config override, e.g. --override model.act=gelu")
     args = parser.parse_args(argv)
 
+    from phasescan import determinism
     from phasescan.compile_cache import enable
+    determinism.enable(not args.nondeterministic)  # as phasescan's default deterministic=true
     enable(args.compile_cache)
     try:
         runs, metric_opts = make_runs(args)

@@ -63,10 +63,12 @@ def results_dir(cfg: dict) -> Path:
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from .compile_cache import enable as enable_compile_cache
+    from .determinism import enable as enable_determinism
     from .sweep import choose_out_dir, run_sweep  # after Hydra parsed the command line: --help stays fast
 
     setup_logging()
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    enable_determinism(cfg_dict.get("deterministic", True) is True)  # before the backend starts
     enable_compile_cache(cfg_dict.get("compile_cache"))
     out_dir = None  # known once results_dir has run; Ctrl-C may come before
     try:

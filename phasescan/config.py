@@ -199,6 +199,8 @@ def check_options(cfg: dict) -> list[str]:
     need(save in ("none", "all", None) or _is_int(save) and save > 0, "save_weights", save,
          "none, all or a positive integer (the number of seeds per grid cell whose weights are kept)")
     need(isinstance(cfg.get("plot", False), bool), "plot", cfg.get("plot"), "true or false")
+    need(isinstance(cfg.get("deterministic", True), bool), "deterministic", cfg.get("deterministic"),
+         "true or false")
     taken = cfg.get("out_dir_taken", "refuse")
     need(taken in ("refuse", "sibling"), "out_dir_taken", taken,
          "refuse (stop if out_dir holds another sweep) or sibling (use a fresh folder next to it)")

@@ -353,3 +353,18 @@ def test_write_atomic_leaves_nothing_when_writing_fails(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         results.write_atomic(tmp_path / "runs.parquet", half_then_crash)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_deterministic_flag_is_added_once_and_checked(monkeypatch):
+    from phasescan import determinism
+    from phasescan.config import check_options, compose
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    determinism.enable(True)
+    determinism.enable(True)
+    assert os.environ["XLA_FLAGS"].split() == ["--xla_dump_to=/tmp/x", determinism.FLAG]
+    monkeypatch.delenv("XLA_FLAGS")
+    determinism.enable(False)
+    assert "XLA_FLAGS" not in os.environ
+    problems = check_options(compose("deterministic=maybe"))
+    assert problems == ["deterministic='maybe': must be true or false"]
