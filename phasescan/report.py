@@ -1,8 +1,8 @@
 """`python -m phasescan.report RESULTS_DIR [--by attn_rate] [--y d_model]`: a sweep's numbers in the
 form the paper reports them, as Markdown (docs/reproduction.md is made of its output).
 
-Per value of `--by` (and of `--y` when it was swept): runs, grad_sym and dist_irr median with
-their interquartile range, the share of each algorithm, the share of circular models (the paper's
+Per value of `--by` (and of `--y` when it was swept): runs, grad_sym, dist_irr and circularity
+median with their interquartile range, the share of each algorithm, the share of circular models (the paper's
 circularity >= 0.995 filter, and the classifier's own threshold) and the median test accuracy.
 Then three estimates of where the transition sits along `--by`, each with a 95% bootstrap interval
 over seeds (phasescan/boundary.py): where the Pizza share, the share of gradient-symmetric models
@@ -35,7 +35,8 @@ def summary(runs: pd.DataFrame, by: str, min_circularity: float) -> pd.DataFrame
     rows = []
     for value, group in runs.groupby(by, sort=True):
         row = {by: value, "runs": len(group),
-               "grad_sym": _iqr(group["grad_sym"]), "dist_irr": _iqr(group["dist_irr"])}
+               "grad_sym": _iqr(group["grad_sym"]), "dist_irr": _iqr(group["dist_irr"]),
+               "circularity": _iqr(group["circularity"])}
         shares = group["algorithm"].value_counts(normalize=True)
         row.update({name: f"{shares.get(name, 0.0):.2f}" for name in ALGORITHMS
                     if (runs["algorithm"] == name).any()})
