@@ -3,9 +3,11 @@
 # each fits one call of a lent machine (10 minutes). Run from the repository root:
 #   bash bench/gpu_session.sh STAGE [PRECISION]
 # Hydra is missing from the GPU image: its wheels travel in .whl/ (see the device README).
-# Logs and a tarball of each results folder go to $OUT (default /tmp/gpu_out).
+# Logs and a tarball of each results folder go to $OUT (default /tmp/gpu_out); a step cut off by its
+# limit keeps its finished chunks, and the same stage run again resumes them. On 2026-11-22 the
+# calibrate stage then also held the A/B runs and overran its call: they are now `precision`.
 set -u
-stage=${1:?stage: calibrate | paper | width | throughput}
+stage=${1:?stage: calibrate | precision | paper | width | throughput}
 precision=${2:-tf32}
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
@@ -25,16 +27,19 @@ step() { local limit=$1; shift; echo "\$ $*" | tee -a "$log"; local t0=$SECONDS
 pack() { tar czf "$OUT/$1.tgz" "${@:2}"; }
 
 case "$stage" in
-calibrate)  # throughput of the paper model at each precision (short), and model A vs B at each
-  for prec in tf32 bfloat16 float32; do
-    step 120 python3 -m bench.throughput --p 59 --d-model 128 --steps 1000 --models 256 \
+calibrate)  # throughput of the paper model at each precision, a tenth of its steps (~6 minutes)
+  for prec in tf32 bfloat16; do
+    step 100 python3 -m bench.throughput --p 59 --d-model 128 --steps 1000 --models 256 \
       --seq-models 2 --precision "$prec"
   done
-  for prec in tf32 bfloat16 float32; do
-    step 200 python3 -m phasescan sweep=model_a_vs_b train.precision="$prec" plot=false \
-      out_dir="results/paper/precision/model_a_vs_b_$prec"
-  done
-  pack calibrate results/paper/precision ;;
+  step 240 python3 -m bench.throughput --p 59 --d-model 128 --steps 1000 --models 256 \
+    --seq-models 2 --precision float32 ;;
+precision)  # model A vs B at tf32 and at float32 (the paper's), weights kept (docs/reproduction.md)
+  for prec in tf32 float32; do
+    step 430 python3 -m phasescan sweep=model_a_vs_b train.precision="$prec" save_weights=all \
+      plot=false out_dir="results/paper/precision/model_a_vs_b_$prec"
+    pack "precision_$prec" "results/paper/precision/model_a_vs_b_$prec"
+  done ;;
 paper)  # issue 9: model A vs B (16 seeds) and the fixed-width sweep (8 seeds) at the chosen precision
   step 150 python3 -m phasescan sweep=model_a_vs_b train.precision="$precision" plot=false \
     out_dir=results/paper/model_a_vs_b
@@ -42,12 +47,12 @@ paper)  # issue 9: model A vs B (16 seeds) and the fixed-width sweep (8 seeds) a
   step 420 python3 -m phasescan sweep=fixed_width sweep.seeds=8 train.precision="$precision" \
     plot=false out_dir=results/paper/fixed_width
   pack paper results/paper/fixed_width ;;
-width)  # issue 10: width x attention rate, shard ${3:-0} of ${4:-1}
+width)  # issue 10: width x attention rate, shard ${3:-0} of ${4:-1} (resumes what a cut-off call left)
   step 560 python3 -m phasescan sweep=width_vs_attn train.precision="$precision" plot=false \
     sweep.num_shards="${4:-1}" sweep.shard="${3:-0}" out_dir=results/paper/width_vs_attn
   pack "width_${3:-0}" results/paper/width_vs_attn ;;
 throughput)  # issue 6: 1,000 paper-size models through the engine, 2 sequentially
   step 580 python3 -m bench.throughput --p 59 --d-model 128 --steps 20000 --models 1000 \
     --seq-models 2 --precision "$precision" ;;
-*) echo "unknown stage: $stage (calibrate | paper | width | throughput)"; exit 2 ;;
+*) echo "unknown stage: $stage (calibrate | precision | paper | width | throughput)"; exit 2 ;;
 esac
