@@ -83,7 +83,7 @@ def main(argv=None) -> dict:
     spec = train.Spec.from_run(runs[0])
     fns = sequential_programs(spec, cfg["metrics"])
     key, hp = one_model(runs[0])
-    params, opt_state, mask = jax.jit(fns["init"])(key, hp)
+    params, opt_state, split = jax.jit(fns["init"])(key, hp)
     flops = flops_per_step(spec)
 
     grads = params  # the update's cost does not depend on the gradients' values
@@ -95,7 +95,7 @@ def main(argv=None) -> dict:
         return optax.apply_updates(params, updates), opt_state
 
     step = jax.jit(fns["step"], donate_argnums=(0, 1))
-    step_compiled = step.lower(params, opt_state, hp, mask).compile()
+    step_compiled = step.lower(params, opt_state, hp, split).compile()
 
     def copy(tree):
         return jax.tree_util.tree_map(jnp.copy, tree)
@@ -105,7 +105,7 @@ def main(argv=None) -> dict:
         jax.block_until_ready((p_, s_))
         t0 = time.perf_counter()
         for _ in range(n):
-            p_, s_, l_ = step_compiled(p_, s_, hp, mask)
+            p_, s_, l_ = step_compiled(p_, s_, hp, split)
             if sync:
                 float(l_)
         jax.block_until_ready(p_)
@@ -114,7 +114,7 @@ def main(argv=None) -> dict:
     def scan_steps(params, opt_state, hp):
         def body(carry, _):
             p_, s_, = carry
-            p_, s_, l_ = fns["step"](p_, s_, hp, mask)
+            p_, s_, l_ = fns["step"](p_, s_, hp, split)
             return (p_, s_), l_
         return jax.lax.scan(body, (params, opt_state), None, length=args.steps)[1]
 
@@ -128,8 +128,8 @@ def main(argv=None) -> dict:
     empty = jax.jit(lambda x: x + 1)
     x0 = jnp.zeros(())
     times = {
-        "forward": best_time(jax.jit(fns["loss"]), params, hp, mask, repeats=args.repeats),
-        "forward+backward": best_time(jax.jit(jax.value_and_grad(fns["loss"])), params, hp, mask,
+        "forward": best_time(jax.jit(fns["loss"]), params, hp, split, repeats=args.repeats),
+        "forward+backward": best_time(jax.jit(jax.value_and_grad(fns["loss"])), params, hp, split,
                                       repeats=args.repeats),
         "adamw update": best_time(jax.jit(adam), grads, opt_state, params, repeats=args.repeats),
         "step (python loop)": min(step_loop(args.steps, False) for _ in range(2)),

@@ -9,7 +9,7 @@
                 test-set evaluation after every step read back to the host (PyTorch's .item()),
                 then the same final metrics. Built from the engine's own pieces
                 (train.build_net, train.warmup_schedule, metrics.cross_entropy,
-                data.Dataset / data.train_mask, precision), so it is the same computation: the
+                data.Dataset / data.split, precision), so it is the same computation: the
                 tool checks that both ways end with the same train loss and grad_sym.
 
 Printed per way: models/s, model-steps/s, compile time, training FLOP/s and its fraction of a
@@ -41,9 +41,9 @@ from phasescan.config import PRECISIONS, ConfigError, compose
 def flops_per_step(spec: train.Spec) -> dict[str, float]:
     """Matmul FLOPs of one model's training step (forward + backward), from the shapes.
 
-    What the model actually computes: the full batch is the forward pass over ALL p^2 pairs
-    (the train split is a 0/1 mask on the loss), context 2, and the last layer computes only the
-    last position's query, attention output, W_O and MLP (the only position read). Per example
+    What the model actually computes: the full batch is the forward pass over the
+    floor(train_frac p^2) train pairs, context 2, and the last layer computes only the last
+    position's query, attention output, W_O and MLP (the only position read). Per example
     and layer with q query rows (2, or 1 in the last layer), d = d_model (heads add up to d):
       Q: 2 q d^2   K, V: 2 * 2 n_ctx d^2   scores, mixing: 2 * 2 q n_ctx d   W_O: 2 q d^2
       MLP d -> 4d -> d: 16 q d^2;   unembedding: 2 d p.
@@ -56,7 +56,7 @@ def flops_per_step(spec: train.Spec) -> dict[str, float]:
     for layer in range(spec.n_layers):
         q = 1 if layer == spec.n_layers - 1 else n_ctx
         forward += 2 * q * d * d + 4 * n_ctx * d * d + 4 * q * n_ctx * d + 2 * q * d * d + 16 * q * d * d
-    examples = p * p if spec.batch_size is None else spec.batch_size
+    examples = data.n_train(p * p, spec.train_frac) if spec.batch_size is None else spec.batch_size
     return {"forward_per_example": forward, "examples": examples, "step": 3 * forward * examples}
 
 
@@ -107,9 +107,9 @@ def run_engine(runs: list[dict], metric_opts: dict, chunk_size: int, map_group: 
 
 
 def sequential_programs(spec: train.Spec, metric_opts: dict) -> dict:
-    """One model's functions, the paper's way: init, one training step, a test evaluation, the
-    final metrics (not yet jitted). Same pieces and order of operations as train.make_train
-    (full batch), under the same precision policy."""
+    """One model's functions, the paper's way: init, one training step on the train pairs, an
+    evaluation on the test pairs, the final metrics (not yet jitted). Same pieces and order of
+    operations as train.make_train (full batch), under the same precision policy."""
     if spec.batch_size is not None:
         raise ConfigError("the sequential baseline trains full batch (train.batch_size=null)")
     dataset = data.Dataset(spec.p, spec.op, spec.input_format)
@@ -123,27 +123,30 @@ def sequential_programs(spec: train.Spec, metric_opts: dict) -> dict:
 
     def init(key, hp):
         params = net_of(hp.attn_rate).init(key)
-        mask = data.train_mask(jax.random.key(hp.split_seed), dataset.n_pairs, hp.train_frac)
-        return params, optimizer(hp).init(params), mask
+        split = data.split(jax.random.key(hp.split_seed), dataset.n_pairs, spec.train_frac)
+        return params, optimizer(hp).init(params), split
 
-    def loss(params, hp, mask):
+    def loss(params, hp, split):  # the train pairs only, as PyTorch's full batch
         net = net_of(precision.for_compute(hp.attn_rate, spec.precision))
-        logits = net.logits(precision.for_compute(params, spec.precision), dataset.tokens)
-        return metrics.masked_mean(metrics.cross_entropy(logits, dataset.labels), mask)
+        train_idx = split[0]
+        logits = net.logits(precision.for_compute(params, spec.precision), dataset.tokens[train_idx])
+        return jnp.mean(metrics.cross_entropy(logits, dataset.labels[train_idx]))
 
-    def step(params, opt_state, hp, mask):
-        loss_value, grads = jax.value_and_grad(loss)(params, hp, mask)
+    def step(params, opt_state, hp, split):
+        loss_value, grads = jax.value_and_grad(loss)(params, hp, split)
         updates, opt_state = optimizer(hp).update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss_value
 
-    def test_eval(params, hp, mask):
-        logits = net_of(hp.attn_rate).logits(params, dataset.tokens)
-        correct = (jnp.argmax(logits, axis=-1) == dataset.labels).astype(jnp.float32)
-        ce = metrics.cross_entropy(logits, dataset.labels)
-        return metrics.masked_mean(ce, 1.0 - mask), metrics.masked_mean(correct, 1.0 - mask)
+    def test_eval(params, hp, split):  # the test pairs only
+        test_idx = split[1]
+        logits = net_of(hp.attn_rate).logits(params, dataset.tokens[test_idx])
+        labels = dataset.labels[test_idx]
+        correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+        return jnp.mean(metrics.cross_entropy(logits, labels)), jnp.mean(correct)
 
-    def final(params, hp, mask):
-        return metrics.evaluate(net_of(hp.attn_rate), params, dataset, mask,
+    def final(params, hp, split):
+        return metrics.evaluate(net_of(hp.attn_rate), params, dataset,
+                                data.indicator(split[0], dataset.n_pairs),
                                 triples, metric_opts["key_freq_min_share"])
 
     return {name: precision.traced_under(spec.precision, fn) for name, fn in
@@ -162,11 +165,11 @@ def run_sequential(runs: list[dict], metric_opts: dict, eval_every: int) -> dict
     key, hp = one_model(runs[0])
     t0 = time.perf_counter()  # compile each program once, ahead of time, like the engine
     init = jax.jit(fns["init"]).lower(key, hp).compile()
-    params, opt_state, mask = init(key, hp)
+    params, opt_state, split = init(key, hp)
     # Donate the parameters and optimizer state: each step updates them in place.
-    step = jax.jit(fns["step"], donate_argnums=(0, 1)).lower(params, opt_state, hp, mask).compile()
-    test_eval = jax.jit(fns["test_eval"]).lower(params, hp, mask).compile()
-    final = jax.jit(fns["final"]).lower(params, hp, mask).compile()
+    step = jax.jit(fns["step"], donate_argnums=(0, 1)).lower(params, opt_state, hp, split).compile()
+    test_eval = jax.jit(fns["test_eval"]).lower(params, hp, split).compile()
+    final = jax.jit(fns["final"]).lower(params, hp, split).compile()
     compile_s = time.perf_counter() - t0
     analysis = step.cost_analysis()  # XLA's own count (matmuls + elementwise), a cross-check
     xla_flops = (analysis[0] if isinstance(analysis, list) else analysis or {}).get("flops")
@@ -175,14 +178,14 @@ def run_sequential(runs: list[dict], metric_opts: dict, eval_every: int) -> dict
     t0 = time.perf_counter()
     for run in runs:
         key, hp = one_model(run)
-        params, opt_state, mask = init(key, hp)
+        params, opt_state, split = init(key, hp)
         log = []
         for s in range(spec.steps):
-            params, opt_state, loss = step(params, opt_state, hp, mask)
+            params, opt_state, loss = step(params, opt_state, hp, split)
             if eval_every and (s + 1) % eval_every == 0:
-                test_loss, test_acc = test_eval(params, hp, mask)
+                test_loss, test_acc = test_eval(params, hp, split)
                 log.append((float(loss), float(test_loss), float(test_acc)))  # host sync
-        result = jax.device_get(final(params, hp, mask))
+        result = jax.device_get(final(params, hp, split))
         for k in out:
             out[k].append(float(result[k]))
     run_s = time.perf_counter() - t0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from . import data
 from .tasks import INPUT_FORMATS, OPS, is_prime
 
 # The model families (train.build_net): the paper's transformer and the authors' attention-free
@@ -64,7 +65,8 @@ def _one_of(*allowed):
 FIELDS: dict[str, Field] = {
     # task
     "p": Field("task", int, False, _at_least(2)),
-    "train_frac": Field("task", float, True, _train_frac),
+    # A bucket field: it sets the number of train pairs, the shape of the training batch.
+    "train_frac": Field("task", float, False, _train_frac),
     "split_seed": Field("task", int, True, _non_negative, nullable=True),
     "op": Field("task", str, False, _one_of(*OPS)),
     "input_format": Field("task", str, False, _one_of(*INPUT_FORMATS)),
@@ -133,10 +135,9 @@ def cross_check(run: dict) -> list[str]:
         problems.append(f"task.p={run['p']}: must be prime for task.op={run['op']}")
     if has("log_every", "steps") and run["log_every"] and run["steps"] % run["log_every"]:
         problems.append(f"train.log_every={run['log_every']}: must divide train.steps={run['steps']}")
-    # The split's size, computed as data.train_mask does (floor, +1e-4 against 0.5 * 4 = 1.999).
     if not has("train_frac", "p", "batch_size"):
         return problems
-    n_train = int(run["train_frac"] * run["p"] ** 2 + 1e-4)
+    n_train = data.n_train(run["p"] ** 2, run["train_frac"])  # the split's size
     if n_train < 1:
         problems.append(f"task.train_frac={run['train_frac']}: leaves no train pair at "
                         f"task.p={run['p']} (needs >= 1/p^2 = {1 / run['p'] ** 2:.3g})")

@@ -26,7 +26,6 @@ ADAM_EPS = 1e-8  # PyTorch's AdamW default, which the paper used
 
 class HParams(NamedTuple):
     """Per-model scalars (vmapped). Field names are config field names."""
-    train_frac: jax.Array
     split_seed: jax.Array  # the data seed actually used (the run's data_seed)
     attn_rate: jax.Array
     lr: jax.Array
@@ -52,6 +51,7 @@ assert set(HParams._fields) == set(VMAPPED), "HParams must hold exactly the vmap
 class Spec:
     """The shape-changing fields of a bucket (config.STATIC): one compilation each."""
     p: int
+    train_frac: float  # the number of train pairs is a shape
     d_model: int
     n_layers: int
     n_heads: int
@@ -140,7 +140,9 @@ def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
 
     def train(key: jax.Array, hp: HParams):
         net = build_net(spec, dataset, hp.attn_rate)
-        mask = data.train_mask(jax.random.key(hp.split_seed), dataset.n_pairs, hp.train_frac)
+        train_idx, _ = data.split(jax.random.key(hp.split_seed), dataset.n_pairs, spec.train_frac)
+        train_tokens, train_labels = dataset.tokens[train_idx], dataset.labels[train_idx]
+        mask = data.indicator(train_idx, dataset.n_pairs)  # for the metrics' train/test split
         params = net.init(key)
         # Decoupled weight decay scaled by the learning rate, as PyTorch's AdamW and optax do.
         optimizer = optax.adamw(warmup_schedule(hp), b1=hp.beta1, b2=hp.beta2, eps=ADAM_EPS,
@@ -150,18 +152,15 @@ def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
         compute_net = build_net(spec, dataset, precision.for_compute(hp.attn_rate, spec.precision))
 
         def loss_fn(params, step_key):
-            net, params = compute_net, precision.for_compute(params, spec.precision)
-            if spec.batch_size is None:  # full batch: every train pair, every step
-                weights = mask
-                logits = net.logits(params, dataset.tokens)
-                labels = dataset.labels
-            else:  # a minibatch of train pairs, drawn without replacement
-                idx = jax.random.choice(step_key, dataset.n_pairs, (spec.batch_size,),
-                                        replace=False, p=mask / mask.sum())
-                weights = jnp.ones(spec.batch_size)
-                logits = net.logits(params, dataset.tokens[idx])
-                labels = dataset.labels[idx]
-            return metrics.masked_mean(metrics.cross_entropy(logits, labels), weights)
+            # Full batch: every train pair (and only those: the test pairs cost nothing), every
+            # step. A minibatch: batch_size train pairs drawn without replacement.
+            tokens, labels = train_tokens, train_labels
+            if spec.batch_size is not None:
+                pick = jax.random.choice(step_key, len(train_labels), (spec.batch_size,),
+                                         replace=False)
+                tokens, labels = tokens[pick], labels[pick]
+            logits = compute_net.logits(precision.for_compute(params, spec.precision), tokens)
+            return jnp.mean(metrics.cross_entropy(logits, labels))
 
         def step(carry, step_index):
             params, opt_state = carry
