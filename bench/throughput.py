@@ -76,25 +76,10 @@ def measure_peak(precision_name: str, n: int, repeats: int = 5) -> dict:
     return {"n": n, "dtype": jnp.dtype(dtype).name, "seconds": best, "flops": 2 * n ** 3 / best}
 
 
-def compile_mapped(spec: train.Spec, chunk_size: int, metric_opts: dict, group: int):
-    """An experiment, not the engine: sweep.compile_chunk's program with the chunk run as
-    jax.lax.map over vmapped groups of `group` models (still one program, one compilation).
-    On an oversubscribed CPU, matmuls batched over many models ran slowly (bench/batched_dot.py)."""
-    train_fn = train.make_train(spec, n_triples=metric_opts["grad_sym_triples"],
-                                triples_seed=metric_opts["triples_seed"],
-                                key_freq_min_share=metric_opts["key_freq_min_share"])
-    mapped = lambda keys, hp: jax.lax.map(lambda args: train_fn(*args), (keys, hp), batch_size=group)
-    keys = jax.ShapeDtypeStruct((chunk_size,), jax.random.key(0).dtype)
-    hp = train.HParams(**{name: jax.ShapeDtypeStruct((chunk_size,), jnp.uint32 if name == "split_seed"
-                                                     else jnp.float32) for name in train.HParams._fields})
-    return jax.jit(mapped).lower(keys, hp).compile()
-
-
-def run_engine(runs: list[dict], metric_opts: dict, chunk_size: int, map_group: int | None = None) -> dict:
+def run_engine(runs: list[dict], metric_opts: dict, chunk_size: int, vmap_group: int | None = None) -> dict:
     spec = train.Spec.from_run(runs[0])
     t0 = time.perf_counter()
-    compiled = (compile_mapped(spec, chunk_size, metric_opts, map_group) if map_group
-                else sweep.compile_chunk(spec, chunk_size, metric_opts))
+    compiled = sweep.compile_chunk(spec, chunk_size, metric_opts, vmap_group=vmap_group)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = {k: [] for k in ("train_loss", "grad_sym", "dist_irr")}
@@ -228,9 +213,9 @@ def main(argv=None) -> dict:
                         help="matmul size for the peak (default 2048 on CPU, 8192 on an accelerator)")
     parser.add_argument("--grad-sym-triples", type=int, default=300)
     parser.add_argument("--skip-sequential", action="store_true")
-    parser.add_argument("--map-group", type=int, default=None,
-                        help="experiment: run the engine's chunk as lax.map over vmapped groups of N "
-                             "models instead of one vmap (default: the engine as it is)")
+    parser.add_argument("--vmap-group", type=int, default=None,
+                        help="the engine's sweep.vmap_group: N models side by side, the groups in a "
+                             "lax.map loop (default: all models side by side)")
     parser.add_argument("--compile-cache", default=None,
                         help="persistent compilation cache folder (default: off, so compile times are cold)")
     parser.add_argument("--nondeterministic", action="store_true",
@@ -261,8 +246,8 @@ def main(argv=None) -> dict:
     print(f"FLOPs per model-step (matmuls, forward+backward, last position only): {flops['step']:.4g}")
     print(f"peak: {peak['flops'] / 1e9:.1f} GFLOP/s ({peak['n']}^3 {peak['dtype']} matmul, best of 5)")
 
-    engine_name = f"engine/map{args.map_group}" if args.map_group else "engine"
-    results = {engine_name: run_engine(runs, metric_opts, args.chunk_size or len(runs), args.map_group)}
+    engine_name = f"engine/vmap{args.vmap_group}" if args.vmap_group else "engine"
+    results = {engine_name: run_engine(runs, metric_opts, args.chunk_size or len(runs), args.vmap_group)}
     if not args.skip_sequential:
         seq_runs = runs[: args.seq_models] if args.seq_models else runs
         results["sequential"] = run_sequential(seq_runs, metric_opts, args.eval_every)

@@ -172,6 +172,9 @@ def check_options(cfg: dict) -> list[str]:
          "auto or a positive integer (models per compiled program)")
     size = sweep.get("max_chunk_size", 1024)
     need(_is_int(size) and size > 0, "sweep.max_chunk_size", size, "a positive integer")
+    group = sweep.get("vmap_group")
+    need(group is None or _is_int(group) and group > 0, "sweep.vmap_group", group,
+         "null (all of a device's models side by side) or a positive integer")
     seed = sweep.get("sample_seed", 0)
     need(_is_int(seed) and seed >= 0, "sweep.sample_seed", seed, "a non-negative integer")
 

@@ -24,7 +24,8 @@ from .sweep import sweep_identity
 
 # Settings that may differ between shards of one sweep: they change where and how fast a shard
 # runs, not its rows.
-EXECUTION_KEYS = ("out_dir", "sweep.shard", "sweep.devices", "sweep.chunk_size", "sweep.max_chunk_size")
+EXECUTION_KEYS = ("out_dir", "sweep.shard", "sweep.devices", "sweep.chunk_size", "sweep.max_chunk_size",
+                  "sweep.vmap_group")
 
 
 class MergeError(ValueError):

@@ -92,7 +92,30 @@ def sweep_identity(runs: list[dict], cfg: dict) -> str:
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def compile_chunk(spec: Spec, chunk_size: int, metric_opts: dict, devices: list | None = None):
+def chunk_function(train, chunk_size: int, n_devices: int, vmap_group: int | None):
+    """The chunk as one function of (keys, hp): each device trains its share of the models,
+    `vmap_group` of them side by side (vmapped), the groups one after another (lax.map).
+    None: the whole share side by side. (On a CPU, batched matmuls can be slower than one
+    model's: docs/benchmarks.md measures both.)"""
+    per_device = chunk_size // n_devices
+    if vmap_group is None or vmap_group >= per_device:
+        return jax.vmap(train)
+
+    def on_device(keys, hp):
+        return jax.lax.map(lambda args: train(*args), (keys, hp),
+                           batch_size=None if vmap_group == 1 else vmap_group)
+    if n_devices == 1:
+        return on_device
+
+    def chunk(keys, hp):  # (chunk,) -> (device, share): the sharded axis stays the leading one
+        by_device = lambda x: x.reshape(n_devices, per_device, *x.shape[1:])
+        out = jax.vmap(on_device)(*jax.tree_util.tree_map(by_device, (keys, hp)))
+        return jax.tree_util.tree_map(lambda x: x.reshape(chunk_size, *x.shape[2:]), out)
+    return chunk
+
+
+def compile_chunk(spec: Spec, chunk_size: int, metric_opts: dict, devices: list | None = None,
+                  vmap_group: int | None = None):
     """The bucket's program, compiled ahead of time so compile time is measured on its own.
 
     The model axis is split over `devices` (default: the default device) with a 1-D mesh:
@@ -107,7 +130,8 @@ def compile_chunk(spec: Spec, chunk_size: int, metric_opts: dict, devices: list 
     keys = jax.ShapeDtypeStruct((chunk_size,), jax.random.key(0).dtype)
     hp = HParams(**{name: jax.ShapeDtypeStruct((chunk_size,), jnp.uint32 if name == "split_seed"
                                                else jnp.float32) for name in HParams._fields})
-    return jax.jit(jax.vmap(train), in_shardings=models, out_shardings=models).lower(keys, hp).compile()
+    chunk = chunk_function(train, chunk_size, len(devices), vmap_group)
+    return jax.jit(chunk, in_shardings=models, out_shardings=models).lower(keys, hp).compile()
 
 
 def run_chunk(compiled, runs: list[dict], chunk_size: int, keep_params: bool = False):
@@ -214,7 +238,8 @@ def is_out_of_memory(error: Exception) -> bool:
         "RESOURCE_EXHAUSTED" in message or "out of memory" in message.lower())
 
 
-def programs_of(spec: Spec, metric_opts: dict, size: int, compile_s: dict, devices: list | None = None):
+def programs_of(spec: Spec, metric_opts: dict, size: int, compile_s: dict, devices: list | None = None,
+                vmap_group: int | None = None):
     """program(n): the bucket's program for n models, compiled on first use and timed into
     compile_s (under repr(spec), or "<spec> x<n>" for the smaller sizes of a split)."""
     programs = {}
@@ -222,7 +247,7 @@ def programs_of(spec: Spec, metric_opts: dict, size: int, compile_s: dict, devic
     def program(n: int):
         if n not in programs:
             t0 = time.perf_counter()
-            programs[n] = compile_chunk(spec, n, metric_opts, devices)
+            programs[n] = compile_chunk(spec, n, metric_opts, devices, vmap_group=vmap_group)
             compile_s[repr(spec) if n == size else f"{spec!r} x{n}"] = round(time.perf_counter() - t0, 3)
         return programs[n]
     return program
@@ -312,7 +337,8 @@ def train_runs(cfg: dict, out_dir: Path, runs: list[dict], done_ids: set[str], m
         # Sized from the whole bucket, done or not: the same programs as an uninterrupted run.
         size = chunk_size_for(spec, len(bucket_runs), cfg["sweep"]["chunk_size"],
                               cfg["sweep"]["max_chunk_size"], len(devices))
-        program = programs_of(spec, cfg["metrics"], size, manifest["compile_s"], devices)
+        program = programs_of(spec, cfg["metrics"], size, manifest["compile_s"], devices,
+                              cfg["sweep"].get("vmap_group"))
         fits = size  # models per program that fit the device (halved on running out of memory)
         for i in range(0, len(bucket_runs), size):
             chunk = [r for r in bucket_runs[i: i + size] if r["run_id"] not in done_ids]

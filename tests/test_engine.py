@@ -26,6 +26,18 @@ def test_vmapped_chunk_equals_models_trained_alone(tiny_cfg):
                                        err_msg=f"{name} of run {i}")
 
 
+@pytest.mark.parametrize("vmap_group", [1, 2])
+def test_models_in_vmapped_groups_equal_the_whole_chunk_vmapped(tiny_cfg, vmap_group):
+    """sweep.vmap_group only changes how a chunk is laid out on the device (groups in a lax.map
+    loop, 3 models in groups of 2 leaving a remainder): the same models come out."""
+    runs = grid.expand(tiny_cfg | {"sweep": tiny_cfg["sweep"] | {"axes": {"attn_rate": [0.0, 0.5, 1.0]}}})[:3]
+    spec = Spec.from_run(runs[0])
+    whole = run_chunk(compile_chunk(spec, 3, tiny_cfg["metrics"]), runs, 3)
+    grouped = run_chunk(compile_chunk(spec, 3, tiny_cfg["metrics"], vmap_group=vmap_group), runs, 3)
+    for name in ("train_loss", "test_loss", "grad_sym", "dist_irr", "circularity", "param_norm"):
+        np.testing.assert_allclose(grouped[name], whole[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 def test_grid_counts_ids_and_order():
     cfg = compose("sweep=width_vs_attn", "sweep.seeds=3")
     runs = grid.expand(cfg)
@@ -91,3 +103,23 @@ def test_science_attention_rate_zero_is_more_symmetric(tmp_path):
     assert frame.loc[0.0, "grad_sym"] - frame.loc[1.0, "grad_sym"] > 0.3
     assert frame.loc[0.0, "algorithm"] == "pizza"
     assert frame.loc[1.0, "algorithm"] == "clock"
+
+
+@pytest.mark.parametrize("p, train_frac, n_train", [(59, 0.8, 2784), (11, 0.5, 60), (2, 0.5, 2), (11, 1.0, 121)])
+def test_split_is_a_partition_with_the_reference_sizes(p, train_frac, n_train):
+    from phasescan import data
+    train_idx, test_idx = data.split(jax.random.key(3), p * p, train_frac)
+    assert len(train_idx) == n_train and len(test_idx) == p * p - n_train
+    np.testing.assert_array_equal(np.sort(np.concatenate([train_idx, test_idx])), np.arange(p * p))
+    mask = np.asarray(data.train_mask(jax.random.key(3), p * p, train_frac))
+    assert mask.sum() == n_train and np.all(mask[np.asarray(train_idx)] == 1)
+
+
+def test_train_frac_splits_the_grid_into_buckets(tiny_cfg):
+    """The number of train pairs is a shape: one compiled program per train fraction, each
+    model's table row carrying its own fraction."""
+    cfg = tiny_cfg | {"sweep": tiny_cfg["sweep"] | {"axes": {"train_frac": [0.5, 0.8]}}}
+    runs = grid.expand(cfg)
+    buckets = grid.buckets(runs)
+    assert len(buckets) == 2
+    assert sorted(Spec.from_run(b[0]).train_frac for b in buckets.values()) == [0.5, 0.8]

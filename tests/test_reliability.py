@@ -232,8 +232,8 @@ def out_of_memory(size):
 
 def test_out_of_memory_chunk_is_split_and_retried(tmp_path, reference, monkeypatch, caplog):
     real_compile = sweep.compile_chunk
-    monkeypatch.setattr(sweep, "compile_chunk", lambda spec, size, opts, devices=None:
-                        out_of_memory(size) if size > 1 else real_compile(spec, size, opts, devices))
+    monkeypatch.setattr(sweep, "compile_chunk", lambda spec, size, opts, devices=None, **kw:
+                        out_of_memory(size) if size > 1 else real_compile(spec, size, opts, devices, **kw))
     frame = sweep.run_sweep(compose(*BASE, "sweep.chunk_size=4"), tmp_path / "out")
     assert "out of device memory with 4 models per program: retrying with 2" in caplog.text
     assert "out of device memory with 2 models per program: retrying with 1" in caplog.text
@@ -274,6 +274,7 @@ def test_other_errors_and_one_model_out_of_memory_are_not_retried():
     ("sweep.axes.act=[relu,tanh]", "sweep.axes.act[1]='tanh': must be one of relu, gelu"),
     ("sweep.chunk_size=0", "sweep.chunk_size=0: must be auto or a positive integer"),
     ("sweep.chunk_size=lots", "sweep.chunk_size='lots': must be auto or a positive integer"),
+    ("sweep.vmap_group=0", "sweep.vmap_group=0: must be null (all of a device's models side by side) or a positive integer"),
     ("classify.min_test_acc=1.5", "classify.min_test_acc=1.5: must be a number in [0, 1]"),
     ("classify.pizza_min_grad_sym=high", "classify.pizza_min_grad_sym='high': must be a number"),
     ("metrics.grad_sym_triples=0", "metrics.grad_sym_triples=0: must be a positive integer or \"all\""),

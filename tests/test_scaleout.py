@@ -117,3 +117,13 @@ def test_four_devices_equal_one(tmp_path, reference):
     run_cli(*TINY, f"out_dir={out}", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
     assert json.loads((out / "manifest.json").read_text())["devices_used"] == 4
     assert_same_table(load(out), reference)
+
+
+def test_devices_running_models_one_at_a_time_equal_one_device(tmp_path, reference):
+    """sweep.vmap_group=1 on 2 devices: each device loops over its 2 models (lax.map) and the
+    table is the one-device, all-vmapped one."""
+    out = tmp_path / "grouped"
+    run_cli(*TINY, "sweep.vmap_group=1", f"out_dir={out}",
+            env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert json.loads((out / "manifest.json").read_text())["devices_used"] == 2
+    assert_same_table(load(out), reference)

@@ -22,7 +22,8 @@ ADDITION_ONLY = {"dist_irr", "clock_fve", "pizza_fve"}
 
 
 def spec_of(**fields) -> Spec:
-    base = dict(p=11, d_model=16, n_layers=1, n_heads=4, act="relu", steps=1, batch_size=None)
+    base = dict(p=11, train_frac=0.8, d_model=16, n_layers=1, n_heads=4, act="relu", steps=1,
+                batch_size=None)
     return Spec(**(base | fields))
 
 
