@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
     cfg = compose(f"task.p={args.p}", f"model.d_model={args.d_model}", f"model.n_layers={args.n_layers}",
                   f"train.precision={args.precision}", f"sweep.seeds={args.models}",
                   "metrics.grad_sym_triples=50")
-    runs = grid.expand(cfg)
+    runs = grid.expand(cfg)[: args.models]  # the base sweep has several attention rates: keep N
     spec = train.Spec.from_run(runs[0])
     fns = sequential_programs(spec, cfg["metrics"])
     key, hp = one_model(runs[0])
