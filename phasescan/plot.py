@@ -380,12 +380,11 @@ def draw(results_dir, x: str = "attn_rate", y: str = "d_model", formats=("png",)
         if runs is None:
             runs = [] if inspect == "none" else pick_runs(frame, inspect == "saved", out_dir)
         metric_opts = read_config(out_dir)["metrics"] if runs else None
-        for run_id in runs:
-            row = frame.loc[frame["run_id"] == run_id].iloc[0]
-            run = grid.run_from_row(row)
-            arrays = weights.load_or_retrain(out_dir, run, metric_opts)
+        rows = [frame.loc[frame["run_id"] == run_id].iloc[0] for run_id in runs]
+        chosen = [grid.run_from_row(row) for row in rows]
+        for row, run, arrays in zip(rows, chosen, weights.load_or_retrain(out_dir, chosen, metric_opts)):
             figure = inspection(row, inspection_data(arrays, run, metric_opts))
-            paths += save(figure, folder, f"inspect_{run_id}", formats)
+            paths += save(figure, folder, f"inspect_{row['run_id']}", formats)
     from . import plot_beyond  # the history and refinement figures, when the folder has them
     return paths + plot_beyond.draw(out_dir, folder)
 

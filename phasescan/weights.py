@@ -9,6 +9,7 @@ Row-vector convention (`x @ W`); per-layer arrays carry a leading layer axis L:
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -89,14 +90,15 @@ def should_save(run: dict, save_weights, seed_start: int) -> bool:
     return run["seed"] - seed_start < int(save_weights)
 
 
-def retrain(run: dict, metric_opts: dict) -> dict[str, np.ndarray]:
-    """Train one run again from its row/config (deterministic) and return its weights."""
+def retrain(runs: list[dict], metric_opts: dict) -> list[dict[str, np.ndarray]]:
+    """Train runs of one bucket again from their rows/config (deterministic), side by side in
+    one program as the sweep trained them; return their weights."""
     from .sweep import compile_chunk, run_chunk
     from .train import Spec
 
-    compiled = compile_chunk(Spec.from_run(run), 1, metric_opts)
-    _, params = run_chunk(compiled, [run], 1, keep_params=True)
-    return to_arrays(jax_tree_index(params, 0), run)
+    compiled = compile_chunk(Spec.from_run(runs[0]), len(runs), metric_opts)
+    _, params = run_chunk(compiled, runs, len(runs), keep_params=True)
+    return [to_arrays(jax_tree_index(params, i), run) for i, run in enumerate(runs)]
 
 
 def jax_tree_index(tree, i: int):
@@ -106,7 +108,22 @@ def jax_tree_index(tree, i: int):
     return jax.tree_util.tree_map(lambda x: x[i], tree)
 
 
-def load_or_retrain(out_dir: Path, row: dict, metric_opts: dict) -> dict[str, np.ndarray]:
-    """A results row's weights: the saved file if the sweep kept it, else trained again."""
-    path = path_of(out_dir, row["run_id"])
-    return load(path) if path.is_file() else retrain(row, metric_opts)
+def load_or_retrain(out_dir: Path, rows: list[dict], metric_opts: dict) -> list[dict[str, np.ndarray]]:
+    """The weights of results rows: the saved file where the sweep kept it; the others trained
+    again, one program per bucket, with a progress bar (a paper-size model takes minutes on a GPU
+    and about an hour on a CPU)."""
+    from . import grid
+    from .progress import Progress
+
+    weights = {row["run_id"]: load(path_of(out_dir, row["run_id"])) for row in rows
+               if path_of(out_dir, row["run_id"]).is_file()}
+    missing = [row for row in rows if row["run_id"] not in weights]
+    if missing:
+        print(f"phasescan: training {len(missing)} model(s) again whose weights were not kept "
+              f"(save_weights)", file=sys.stderr)
+        progress = Progress(len(missing))
+        for bucket in grid.buckets(missing).values():
+            weights.update(zip([run["run_id"] for run in bucket], retrain(bucket, metric_opts)))
+            progress.update(len(bucket))
+        progress.close()
+    return [weights[row["run_id"]] for row in rows]

@@ -5,7 +5,7 @@ from matplotlib.image import imread
 
 from phasescan import plot, results, table
 
-from conftest import TINY, run_cli
+from conftest import TINY, compose, run_cli
 
 
 def not_blank(path) -> bool:
@@ -101,3 +101,26 @@ def test_inspection_picks_the_most_clock_and_pizza_like_runs(tmp_path):
     frame.loc[21, ["grad_sym", "dist_irr", "algorithm"]] = [0.0, 1.0, "unlearned"]  # not a model
     assert plot.pick_runs(frame, saved_only=False, out_dir=tmp_path) == ["r20", "r3"]
     assert plot.pick_runs(frame, saved_only=True, out_dir=tmp_path) == []  # no weights here
+
+
+def test_models_whose_weights_were_not_kept_are_trained_again_identically(tmp_path, capsys):
+    """Inspection needs weights; a run whose weights the sweep did not keep is trained again
+    (its bucket's missing runs together, with a progress line) and comes out as the kept ones."""
+    from phasescan import grid, weights
+    from phasescan.sweep import run_sweep
+
+    out = tmp_path / "sweep"
+    cfg = compose(*TINY, "save_weights=all")
+    frame = run_sweep(cfg, out)
+    rows = [grid.run_from_row(row) for _, row in frame.iterrows()]
+    kept = weights.load_or_retrain(out, rows, cfg["metrics"])
+    assert "training" not in capsys.readouterr().err  # all kept: nothing trained
+    again = weights.load_or_retrain(tmp_path / "no-weights-here", rows, cfg["metrics"])
+    assert f"training {len(rows)} model(s) again" in capsys.readouterr().err
+    for saved, retrained in zip(kept, again):
+        assert saved.keys() == retrained.keys()
+        for name in saved:
+            if saved[name].dtype.kind == "f":
+                np.testing.assert_allclose(retrained[name], saved[name], rtol=1e-5, atol=1e-6, err_msg=name)
+            else:
+                assert np.array_equal(retrained[name], saved[name]), name
