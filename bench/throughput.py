@@ -8,7 +8,7 @@
 (b) sequential: the paper's way. One jitted model at a time, a Python loop over the steps, a
                 test-set evaluation after every step read back to the host (PyTorch's .item()),
                 then the same final metrics. Built from the engine's own pieces
-                (train.build_net, train.warmup_schedule, metrics.cross_entropy,
+                (train.build_net, train.mean_loss, train.warmup_schedule,
                 data.Dataset / data.split, precision), so it is the same computation: the
                 tool checks that both ways end with the same train loss and grad_sym.
 
@@ -112,10 +112,9 @@ def sequential_programs(spec: train.Spec, metric_opts: dict) -> dict:
         return params, optimizer(hp).init(params), split
 
     def loss(params, hp, split):  # the train pairs only, as PyTorch's full batch
-        net = net_of(precision.for_compute(hp.attn_rate, spec.precision))
         train_idx = split[0]
-        logits = net.logits(precision.for_compute(params, spec.precision), dataset.tokens[train_idx])
-        return jnp.mean(metrics.cross_entropy(logits, dataset.labels[train_idx]))
+        return train.mean_loss(spec, dataset, hp.attn_rate, params, dataset.tokens[train_idx],
+                               dataset.labels[train_idx])
 
     def step(params, opt_state, hp, split):
         loss_value, grads = jax.value_and_grad(loss)(params, hp, split)

@@ -132,6 +132,15 @@ def warmup_schedule(hp: HParams) -> Callable:
     return schedule
 
 
+def mean_loss(spec: Spec, dataset: data.Dataset, attn_rate: jax.Array, params, tokens: jax.Array,
+              labels: jax.Array) -> jax.Array:
+    """The training loss: mean cross-entropy over `tokens`, under the precision policy (forward
+    and backward in the compute dtype, the loss in float32, params kept float32 by the caller)."""
+    net = build_net(spec, dataset, precision.for_compute(attn_rate, spec.precision))
+    logits = net.logits(precision.for_compute(params, spec.precision), tokens)
+    return jnp.mean(metrics.cross_entropy(logits, labels))
+
+
 def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
                key_freq_min_share: float = 0.1) -> Callable:
     """Build `train(key, hp) -> (params, metrics)` for one bucket."""
@@ -148,9 +157,6 @@ def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
         optimizer = optax.adamw(warmup_schedule(hp), b1=hp.beta1, b2=hp.beta2, eps=ADAM_EPS,
                                 weight_decay=hp.weight_decay)
 
-        # The loss's forward/backward in the compute dtype; params stay float32 (master copy).
-        compute_net = build_net(spec, dataset, precision.for_compute(hp.attn_rate, spec.precision))
-
         def loss_fn(params, step_key):
             # Full batch: every train pair (and only those: the test pairs cost nothing), every
             # step. A minibatch: batch_size train pairs drawn without replacement.
@@ -159,8 +165,7 @@ def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
                 pick = jax.random.choice(step_key, len(train_labels), (spec.batch_size,),
                                          replace=False)
                 tokens, labels = tokens[pick], labels[pick]
-            logits = compute_net.logits(precision.for_compute(params, spec.precision), tokens)
-            return jnp.mean(metrics.cross_entropy(logits, labels))
+            return mean_loss(spec, dataset, hp.attn_rate, params, tokens, labels)
 
         def step(carry, step_index):
             params, opt_state = carry

@@ -115,8 +115,8 @@ def load_or_retrain(out_dir: Path, rows: list[dict], metric_opts: dict) -> list[
     from . import grid
     from .progress import Progress
 
-    weights = {row["run_id"]: load(path_of(out_dir, row["run_id"])) for row in rows
-               if path_of(out_dir, row["run_id"]).is_file()}
+    paths = {row["run_id"]: path_of(out_dir, row["run_id"]) for row in rows}
+    weights = {run_id: load(path) for run_id, path in paths.items() if path.is_file()}
     missing = [row for row in rows if row["run_id"] not in weights]
     if missing:
         print(f"phasescan: training {len(missing)} model(s) again whose weights were not kept "

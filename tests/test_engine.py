@@ -116,8 +116,8 @@ def test_split_is_a_partition_with_the_reference_sizes(p, train_frac, n_train):
 
 
 def test_train_frac_splits_the_grid_into_buckets(tiny_cfg):
-    """The number of train pairs is a shape: one compiled program per train fraction, each
-    model's table row carrying its own fraction."""
+    """The number of train pairs is a shape: one bucket (one compiled program) per train
+    fraction."""
     cfg = tiny_cfg | {"sweep": tiny_cfg["sweep"] | {"axes": {"train_frac": [0.5, 0.8]}}}
     runs = grid.expand(cfg)
     buckets = grid.buckets(runs)
