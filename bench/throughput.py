@@ -35,6 +35,7 @@ import optax
 from hydra.errors import HydraException
 
 from phasescan import data, grid, metrics, precision, sweep, train
+from phasescan.loss import accurate_cross_entropy
 from phasescan.config import PRECISIONS, ConfigError, compose
 
 
@@ -117,7 +118,7 @@ def sequential_programs(spec: train.Spec, metric_opts: dict) -> dict:
                                dataset.labels[train_idx])
 
     def step(params, opt_state, hp, split):
-        loss_value, grads = jax.value_and_grad(loss)(params, hp, split)
+        (loss_value, _), grads = jax.value_and_grad(loss, has_aux=True)(params, hp, split)
         updates, opt_state = optimizer(hp).update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss_value
 
@@ -126,7 +127,7 @@ def sequential_programs(spec: train.Spec, metric_opts: dict) -> dict:
         logits = net_of(hp.attn_rate).logits(params, dataset.tokens[test_idx])
         labels = dataset.labels[test_idx]
         correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-        return jnp.mean(metrics.cross_entropy(logits, labels)), jnp.mean(correct)
+        return jnp.mean(accurate_cross_entropy(logits, labels)), jnp.mean(correct)
 
     def final(params, hp, split):
         return metrics.evaluate(net_of(hp.attn_rate), params, dataset,

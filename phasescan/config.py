@@ -56,6 +56,7 @@ def _at_least(n):
 
 
 PRECISIONS = ("float32", "tf32", "bfloat16")  # train.precision (phasescan/precision.py)
+CROSS_ENTROPIES = ("accurate", "float32")  # train.cross_entropy (phasescan/loss.py): the paper's, the ablation
 
 
 def _one_of(*allowed):
@@ -86,6 +87,7 @@ FIELDS: dict[str, Field] = {
     "beta2": Field("train", float, True, lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
     "warmup_steps": Field("train", int, True, _non_negative),
     "precision": Field("train", str, False, _one_of(*PRECISIONS)),
+    "cross_entropy": Field("train", str, False, _one_of(*CROSS_ENTROPIES)),
     # metrics every log_every steps during training (0 / null = off): phasescan/history.py
     "log_every": Field("train", int, False, _non_negative, nullable=True, identity=False),
 }

@@ -3,9 +3,10 @@
 Formulas: ../shared/reference/clock-pizza.md. One model's metrics come from `evaluate`; a sweep
 vmaps it over a chunk inside the same jitted program that trains the chunk.
 
-  loss / acc          cross-entropy and accuracy on train, test and all p^2 pairs
+  loss / acc          cross-entropy (loss.py, accurate) and accuracy on train, test and all p^2 pairs
   grad_sym            mean cosine of d logit_c / d E[a] and d logit_c / d E[b] over fixed triples
   dist_irr            mean over t=(a-b) of std over s=(a+b) of the correct logit, / its overall std
+  dist_irr_top_wrong  the same of the largest wrong logit (the authors' published tables' DI)
   circularity         best single-frequency energy share of the first 4 principal components
   freq_share          share of the embedding's Fourier energy per frequency 1..p//2
   key_freqs           frequencies with share >= key_freq_min_share (the circles), always >= 1
@@ -28,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .loss import accurate_cross_entropy
+
 N_PCS = 4  # the reference's circularity uses the first 4 principal components
 
 
@@ -37,11 +40,6 @@ def grad_sym_triples(p: int, n_triples: int | str, seed: int) -> np.ndarray:
     if n_triples == "all":
         return np.stack(np.meshgrid(*[np.arange(p)] * 3, indexing="ij"), -1).reshape(-1, 3).astype(np.int32)
     return np.random.default_rng(seed).integers(0, p, size=(int(n_triples), 3)).astype(np.int32)
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
 
 
 def masked_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
@@ -147,25 +145,37 @@ def template_fve(logits: jax.Array, template: jax.Array, key_mask: jax.Array) ->
     return jnp.dot(coef, rhs * m) / jnp.sum(jnp.square(z))
 
 
-def addition_metrics(logits: jax.Array, b_sign: int | None, key_mask: jax.Array) -> dict:
-    """dist_irr, clock_fve and pizza_fve of the logits (p^2, p) of all pairs in row-major order,
-    for a task whose label is (a + b_sign * b) mod p, measured after relabelling b -> b_sign * b
-    (which turns the task into addition); NaN for every other task (`b_sign` None). `b_sign` is a
-    static Python value, so each bucket's program holds only the branch it needs."""
+def largest_wrong_logit(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per pair, the largest logit of any class but the correct one: logits (N, outputs)."""
+    is_correct = jnp.arange(logits.shape[-1]) == labels[:, None]
+    return jnp.max(jnp.where(is_correct, -jnp.inf, logits), axis=-1)
+
+
+def addition_metrics(logits: jax.Array, p: int, b_sign: int | None, key_mask: jax.Array) -> dict:
+    """dist_irr, dist_irr_top_wrong, clock_fve and pizza_fve of the logits (p^2, outputs) of all
+    pairs in row-major order, for a task whose label is (a + b_sign * b) mod p, measured after
+    relabelling b -> b_sign * b (which turns the task into addition); NaN for every other task
+    (`b_sign` None). `b_sign` is a static Python value, so each bucket's program holds only the
+    branch it needs. The distance irrelevances read every output (with an "=" token or b's own
+    vocabulary there are more than p: the softmax ran over them all); the templates read the
+    number classes c = 0..p-1."""
     if b_sign is None:
         nan = jnp.float32(jnp.nan)
-        return {"dist_irr": nan, "clock_fve": nan, "pizza_fve": nan}
-    p = logits.shape[-1]
+        return {"dist_irr": nan, "dist_irr_top_wrong": nan, "clock_fve": nan, "pizza_fve": nan}
     # Row b' of the relabelled table holds the logits of the pair with b = b_sign * b'.
-    logits3 = logits.reshape(p, p, p)[:, (b_sign * jnp.arange(p)) % p, :]
+    relabelled = logits.reshape(p, p, -1)[:, (b_sign * jnp.arange(p)) % p, :].reshape(p * p, -1)
     a, b = jnp.divmod(jnp.arange(p * p), p)
     labels = (a + b) % p
-    correct_logit = jnp.take_along_axis(logits3.reshape(p * p, p), labels[:, None], axis=-1)[:, 0]
+    correct_logit = jnp.take_along_axis(relabelled, labels[:, None], axis=-1)[:, 0]
+    numbers = relabelled[:, :p].reshape(p, p, p)  # over (a, b, c)
     clock_t, pizza_t = logit_templates(p)
     return {
         "dist_irr": distance_irrelevance(correct_logit, a, b, p),
-        "clock_fve": template_fve(logits3, clock_t, key_mask),
-        "pizza_fve": template_fve(logits3, pizza_t, key_mask),
+        # The published run tables' variant (reference file, Metrics): the same formula on the
+        # largest wrong logit; the paper's phase diagrams are drawn from it.
+        "dist_irr_top_wrong": distance_irrelevance(largest_wrong_logit(relabelled, labels), a, b, p),
+        "clock_fve": template_fve(numbers, clock_t, key_mask),
+        "pizza_fve": template_fve(numbers, pizza_t, key_mask),
     }
 
 
@@ -185,8 +195,8 @@ def evaluate(net, params, data, train_mask: jax.Array, triples: jax.Array,
     `data` is a `data.Dataset` (tokens, labels, a, b of all p^2 pairs; its operation decides
     whether the addition metrics apply).
     """
-    logits = net.logits(params, data.tokens)  # (p^2, p)
-    ce = cross_entropy(logits, data.labels)
+    logits = net.logits(params, data.tokens)  # (p^2, outputs)
+    ce = accurate_cross_entropy(logits, data.labels)  # the authors' float64 loss, exactly
     correct = (jnp.argmax(logits, axis=-1) == data.labels).astype(jnp.float32)
     test_mask = 1.0 - train_mask
     ones = jnp.ones_like(train_mask)
@@ -205,7 +215,7 @@ def evaluate(net, params, data, train_mask: jax.Array, triples: jax.Array,
         "acc": masked_mean(correct, ones),
         "grad_sym": gradient_symmetricity(lambda v: net.logits_from_vectors(params, v),
                                           triple_vectors, triples, *data.operand_positions),
-        **addition_metrics(logits, data.op.b_sign, key_mask),
+        **addition_metrics(logits, data.p, data.op.b_sign, key_mask),
         "circularity": circularity(rows),
         "freq_share": shares,
         "key_freq_mask": key_mask,

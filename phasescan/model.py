@@ -8,7 +8,9 @@ Faithful to ../shared/reference/clock-pizza.md:
     (the constant adds 1 to EVERY entry: at attn_rate = 0 a position receives the SUM of the
     value vectors);
   * MLP d -> 4d -> d with biases, ReLU or exact-erf GeLU;
-  * untied unembedding without bias, logits read at the last position only.
+  * untied unembedding without bias, one logit per vocabulary entry (p, p + 1 with the "="
+    token, 2p with b's own vocabulary), initialised normal / sqrt(vocab) as the authors built
+    it; logits read at the last position only.
 
 Parameter names and shapes follow the `.npz` interchange layout (docs/weights-format.md) with a
 row-vector convention (`x @ W`), so converting to and from saved weights is only a stack.
@@ -66,10 +68,9 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """tokens (..., n_ctx) -> logits (..., p) at the last position."""
+    """tokens (..., n_ctx) -> logits (..., vocab) at the last position."""
 
-    p: int  # number of output classes
-    vocab: int
+    vocab: int  # tokens in and logits out (the label is a number 0..p-1 among them)
     n_ctx: int
     d_model: int
     n_layers: int = 1
@@ -79,7 +80,7 @@ class Transformer(nn.Module):
     def setup(self):
         self.embed = self.param("embed", normal(self.d_model), (self.vocab, self.d_model))
         self.pos_embed = self.param("pos_embed", normal(self.d_model), (self.n_ctx, self.d_model))
-        self.unembed = self.param("unembed", normal(self.p), (self.d_model, self.p))
+        self.unembed = self.param("unembed", normal(self.vocab), (self.d_model, self.vocab))
         self.blocks = [
             Block(self.d_model, self.n_heads, self.act, last_only=(i == self.n_layers - 1),
                   name=f"layer_{i}")

@@ -46,7 +46,8 @@ assert set(COLORS) == set(ALGORITHMS)
 LABELS = {"attn_rate": "attention rate", "d_model": "width d_model", "lr": "learning rate",
           "weight_decay": "weight decay", "train_frac": "train fraction", "n_heads": "heads",
           "n_layers": "layers", "grad_sym": "gradient symmetricity",
-          "dist_irr": "distance irrelevance"}
+          "dist_irr": "distance irrelevance (correct logit)",
+          "dist_irr_top_wrong": "distance irrelevance (largest wrong logit)"}
 LOG_AXES = {"d_model", "lr", "weight_decay", "batch_size"}
 STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5,
          "xtick.labelsize": 9, "ytick.labelsize": 9, "savefig.dpi": 150, "figure.dpi": 100}
@@ -211,7 +212,9 @@ def paper_scatter(frame: pd.DataFrame, x: str, y: str, circular_only: bool) -> F
     cell = shown.groupby([x, y], dropna=False)
     span = float(np.ptp(shown[x])) if len(shown) else 0.0
     spread = (cell.cumcount() - (cell[x].transform("size") - 1) / 2) * 0.012 * (span or 1.0)
-    for ax, (vertical, log, offset) in zip(axes, (("dist_irr", False, 0.0), (y, y in LOG_AXES, spread))):
+    # The paper's figures are drawn from its run tables' DI: the largest wrong logit's.
+    di = "dist_irr_top_wrong" if "dist_irr_top_wrong" in shown else "dist_irr"  # older tables
+    for ax, (vertical, log, offset) in zip(axes, ((di, False, 0.0), (y, y in LOG_AXES, spread))):
         horizontal = shown[x] + offset
         points = ax.scatter(horizontal[~failed], shown.loc[~failed, vertical],
                             c=shown.loc[~failed, "grad_sym"], cmap=cmap, vmin=0, vmax=1, s=28,

@@ -2,7 +2,9 @@
 
   draw_history(results_dir, figures_dir)     history_metrics.png: metrics over training for one
                                              run per attention rate; history_phases.png: the
-                                             algorithm shares per attention rate at several steps
+                                             algorithm shares per attention rate at several steps;
+                                             history_loss.png: every run's training loss (log
+                                             scale), a panel per train.cross_entropy
   draw_refinement(results_dir, figures_dir)  refinement.png: the boundary's uncertain span per
                                              round, and where the refinement added models
 
@@ -91,7 +93,33 @@ def draw_history(results_dir, figures_dir) -> list[Path]:
                bbox_to_anchor=(0.5, -0.16))
     fig.suptitle("Algorithm per attention rate during training (all runs of each rate)", y=1.04)
     paths.append(_save(fig, figures_dir / "history_phases.png"))
+    paths.append(_save(loss_history(hist), figures_dir / "history_loss.png"))
     return paths
+
+
+def loss_history(hist: pd.DataFrame):
+    """Every run's training loss over the logged steps on a log axis, coloured by attention
+    rate, one panel per train.cross_entropy: a model that spikes after it fit shows at a glance."""
+    losses = sorted(hist["cross_entropy"].dropna().unique()) if "cross_entropy" in hist else [None]
+    rates = np.sort(hist["attn_rate"].unique())
+    colour = dict(zip(rates, (OKABE_ITO * len(rates))[:len(rates)]))
+    fig, axes = plt.subplots(1, len(losses), figsize=(5.5 * len(losses), 3.6), sharey=True,
+                             squeeze=False)
+    for ax, loss in zip(axes[0], losses):
+        shown = hist if loss is None else hist[hist["cross_entropy"] == loss]
+        for run_id, run in shown.groupby("run_id"):
+            run = run.sort_values("step")
+            ax.plot(run["step"], run["train_loss"], color=colour[run["attn_rate"].iloc[0]], lw=1.2,
+                    marker="o", ms=2.5)
+        ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_title(f"train.cross_entropy = {loss}" if loss else "training loss", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    axes[0, 0].set_ylabel("training loss (logged steps)")
+    handles = [plt.Line2D([], [], color=colour[r], lw=2) for r in rates]
+    axes[0, -1].legend(handles, [f"attn {r:g}" for r in rates], fontsize=7, loc="upper right")
+    fig.suptitle("Training loss of every run", y=1.02)
+    return fig
 
 
 def draw_refinement(results_dir, figures_dir) -> list[Path]:

@@ -1,9 +1,11 @@
 """`python -m phasescan.report RESULTS_DIR [--by attn_rate] [--y d_model]`: a sweep's numbers in the
 form the paper reports them, as Markdown (docs/reproduction.md is made of its output).
 
-Per value of `--by` (and of `--y` when it was swept): runs, grad_sym, dist_irr and circularity
-median with their interquartile range, the share of each algorithm, the share of circular models (the paper's
-circularity >= 0.995 filter, and the classifier's own threshold) and the median test accuracy.
+Per value of `--by` (and of `--y` when it was swept): runs, grad_sym, dist_irr, dist_irr_top_wrong
+and circularity median with their interquartile range, the share of each algorithm, the share of
+circular models (the paper's circularity >= 0.995 filter, and the classifier's own threshold), the
+median test accuracy, the convergence facts (median final training loss and parameter norm) and the
+share of runs whose loss spiked after they fit (spike_ratio > SPIKE_RATIO).
 Then three estimates of where the transition sits along `--by`, each with a 95% bootstrap interval
 over seeds (phasescan/boundary.py): where the Pizza share, the share of gradient-symmetric models
 (grad_sym >= the Pizza threshold, whatever dist_irr says) and the share of non-Clock models first
@@ -24,6 +26,10 @@ from .classify import ALGORITHMS
 from .config import ConfigError
 from .plot import CIRCULAR_MIN, read_config
 
+# A run counts as spiking when, after it fit, its training loss rose this many times above the
+# lowest it had reached (docs/metrics.md, loss spikes): smooth descents stay within a factor ~2.
+SPIKE_RATIO = 10.0
+
 
 def _iqr(values: pd.Series) -> str:
     q25, q50, q75 = values.quantile([0.25, 0.5, 0.75])
@@ -34,15 +40,22 @@ def summary(runs: pd.DataFrame, by: str, min_circularity: float) -> pd.DataFrame
     """One row per value of `by`: the per-bin figures described in the module docstring."""
     rows = []
     for value, group in runs.groupby(by, sort=True):
-        row = {by: value, "runs": len(group),
-               "grad_sym": _iqr(group["grad_sym"]), "dist_irr": _iqr(group["dist_irr"]),
-               "circularity": _iqr(group["circularity"])}
+        row = {by: value, "runs": len(group), "grad_sym": _iqr(group["grad_sym"]),
+               "dist_irr": _iqr(group["dist_irr"])}
+        if "dist_irr_top_wrong" in group:  # tables from before the column have only dist_irr
+            row["dist_irr_top_wrong"] = _iqr(group["dist_irr_top_wrong"])
+        row["circularity"] = _iqr(group["circularity"])
         shares = group["algorithm"].value_counts(normalize=True)
         row.update({name: f"{shares.get(name, 0.0):.2f}" for name in ALGORITHMS
                     if (runs["algorithm"] == name).any()})
         row[f"circ>={CIRCULAR_MIN}"] = f"{(group['circularity'] >= CIRCULAR_MIN).mean():.2f}"
         row[f"circ>={min_circularity}"] = f"{(group['circularity'] >= min_circularity).mean():.2f}"
         row["test_acc"] = f"{group['test_acc'].median():.3f}"
+        # Convergence, to hold against the authors' (reference: loss 1.45e-7, norm 24.4)
+        row["train_loss"] = f"{group['train_loss'].median():.3g}"
+        row["param_norm"] = f"{group['param_norm'].median():.3g}"
+        if "spike_ratio" in group:
+            row[f"spiking (ratio > {SPIKE_RATIO:g})"] = f"{(group['spike_ratio'] > SPIKE_RATIO).mean():.2f}"
         rows.append(row)
     return pd.DataFrame(rows)
 

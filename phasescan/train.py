@@ -19,6 +19,7 @@ import optax
 from . import data, history, metrics, precision
 from .config import MODEL_KINDS, STATIC, VMAPPED
 from .linear import KINDS as LINEAR_KINDS, LinearModel
+from .loss import LOSSES
 from .model import Transformer
 
 ADAM_EPS = 1e-8  # PyTorch's AdamW default, which the paper used
@@ -63,6 +64,7 @@ class Spec:
     op: str = "add"
     input_format: str = "ab"
     precision: str = "float32"  # precision.PRECISIONS
+    cross_entropy: str = "accurate"  # loss.LOSSES: the training loss (metrics: always accurate)
     log_every: int | None = None  # metrics every log_every steps (None / 0: only at the end)
 
     @classmethod
@@ -77,14 +79,14 @@ class Net(NamedTuple):
     """A model family's functions with the attention rate bound in; what training and the
     metrics need, so every family (transformer, linear, ...) plugs in the same way."""
     init: Callable  # key -> params
-    logits: Callable  # (params, tokens (N, n_ctx)) -> logits (N, p)
-    logits_from_vectors: Callable  # (params, token vectors (n_ctx, d)) -> logits (p,)
+    logits: Callable  # (params, tokens (N, n_ctx)) -> logits (N, outputs): p, or the vocabulary
+    logits_from_vectors: Callable  # (params, token vectors (n_ctx, d)) -> logits (outputs,)
     token_vectors: Callable  # (params, tokens (..., n_ctx)) -> vectors (..., n_ctx, d)
     number_rows: Callable  # params -> embedding rows (p, d) of the numbers 0..p-1 (operand a)
 
 
 def transformer_net(spec: Spec, dataset: data.Dataset, attn_rate: jax.Array) -> Net:
-    model = Transformer(p=spec.p, vocab=dataset.vocab, n_ctx=dataset.n_ctx, d_model=spec.d_model,
+    model = Transformer(vocab=dataset.vocab, n_ctx=dataset.n_ctx, d_model=spec.d_model,
                         n_layers=spec.n_layers, n_heads=spec.n_heads, act=spec.act)
     embed = lambda params: params["params"]["embed"]
     return Net(
@@ -133,12 +135,50 @@ def warmup_schedule(hp: HParams) -> Callable:
 
 
 def mean_loss(spec: Spec, dataset: data.Dataset, attn_rate: jax.Array, params, tokens: jax.Array,
-              labels: jax.Array) -> jax.Array:
-    """The training loss: mean cross-entropy over `tokens`, under the precision policy (forward
-    and backward in the compute dtype, the loss in float32, params kept float32 by the caller)."""
+              labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The training loss: mean cross-entropy (`train.cross_entropy`) over `tokens`, under the precision
+    policy (forward and backward in the compute dtype, the loss in float32, params kept float32
+    by the caller). Also returns whether every example is classified correctly (for `fit_step`)."""
     net = build_net(spec, dataset, precision.for_compute(attn_rate, spec.precision))
     logits = net.logits(precision.for_compute(params, spec.precision), tokens)
-    return jnp.mean(metrics.cross_entropy(logits, labels))
+    all_correct = jnp.all(jnp.argmax(logits, axis=-1) == labels)
+    return jnp.mean(LOSSES[spec.cross_entropy](logits, labels)), all_correct
+
+
+class SpikeState(NamedTuple):
+    """The loss-spike statistic, carried through the training scan (no host transfers).
+
+    A model has *fit* at the first step whose batch it classifies entirely correctly. After that,
+    every step's loss is compared with the lowest loss since the fit: `spike_ratio` is the largest
+    such ratio (~1 for a smooth descent, orders of magnitude for a spike), `spike_loss` and
+    `spike_step` the loss and step where it occurred. -1 / NaN while the model has not fit.
+    docs/metrics.md defines them."""
+    fit_step: jax.Array
+    lowest: jax.Array
+    spike_ratio: jax.Array
+    spike_loss: jax.Array
+    spike_step: jax.Array
+
+    @classmethod
+    def start(cls) -> "SpikeState":
+        return cls(jnp.int32(-1), jnp.float32(jnp.inf), jnp.float32(jnp.nan), jnp.float32(jnp.nan),
+                   jnp.int32(-1))
+
+    def update(self, step: jax.Array, loss: jax.Array, fits: jax.Array) -> "SpikeState":
+        fit_step = jnp.where((self.fit_step < 0) & fits, step, self.fit_step)
+        was_fit = self.fit_step >= 0  # the fit step itself has no earlier loss to compare with
+        ratio = loss / self.lowest
+        higher = was_fit & ~(ratio <= self.spike_ratio)  # NaN-safe: the first comparison wins
+        return SpikeState(
+            fit_step=fit_step,
+            lowest=jnp.where(fit_step >= 0, jnp.minimum(self.lowest, loss), self.lowest),
+            spike_ratio=jnp.where(higher, ratio, self.spike_ratio),
+            spike_loss=jnp.where(higher, loss, self.spike_loss),
+            spike_step=jnp.where(higher, step.astype(jnp.int32), self.spike_step))
+
+    def columns(self) -> dict[str, jax.Array]:
+        return {"fit_step": self.fit_step, "spike_ratio": self.spike_ratio,
+                "spike_loss": self.spike_loss, "spike_step": self.spike_step}
 
 
 def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
@@ -168,29 +208,34 @@ def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
             return mean_loss(spec, dataset, hp.attn_rate, params, tokens, labels)
 
         def step(carry, step_index):
-            params, opt_state = carry
+            params, opt_state, spikes = carry
             step_key = jax.random.fold_in(key, step_index)
-            loss, grads = jax.value_and_grad(loss_fn)(params, step_key)
+            (loss, fits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, step_key)
             updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
+            spikes = spikes.update(step_index, loss, fits)
+            return (optax.apply_updates(params, updates), opt_state, spikes), None
 
-        measure = lambda params: metrics.evaluate(net, params, dataset, mask, triples, key_freq_min_share)
-        carry = (params, optimizer.init(params))
+        def measure(carry):
+            params, _, spikes = carry
+            return metrics.evaluate(net, params, dataset, mask, triples, key_freq_min_share) \
+                | spikes.columns()
+
+        carry = (params, optimizer.init(params), SpikeState.start())
         if not spec.log_every:
-            (params, _), _ = jax.lax.scan(step, carry, jnp.arange(spec.steps))
-            return params, measure(params)
+            carry, _ = jax.lax.scan(step, carry, jnp.arange(spec.steps))
+            return carry[0], measure(carry)
         # Time-resolved: an outer scan over segments of log_every steps (the inner scan runs the
         # very same steps), measuring at each segment end, all on device. The history (step 0,
         # K, 2K, ..., steps) rides along in the metrics dict as history.PREFIX + name entries.
         def segment(carry, first_step):
             carry, _ = jax.lax.scan(step, carry, first_step + jnp.arange(spec.log_every))
-            return carry, measure(carry[0])
+            return carry, measure(carry)
 
         n_segments = spec.steps // spec.log_every
-        (params, _), logged = jax.lax.scan(segment, carry, jnp.arange(n_segments) * spec.log_every)
+        final_carry, logged = jax.lax.scan(segment, carry, jnp.arange(n_segments) * spec.log_every)
         final = jax.tree_util.tree_map(lambda h: h[-1], logged)
         logged = jax.tree_util.tree_map(lambda h0, h: jnp.concatenate([h0[None], h]),
-                                        measure(carry[0]), logged)
-        return params, final | {history.PREFIX + name: h for name, h in logged.items()}
+                                        measure(carry), logged)
+        return final_carry[0], final | {history.PREFIX + name: h for name, h in logged.items()}
 
     return precision.traced_under(spec.precision, train)

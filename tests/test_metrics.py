@@ -49,6 +49,52 @@ def test_dist_irr_of_clock_and_pizza_tables():
     assert float(metrics.distance_irrelevance(pizza_full + 1e-3 * clock, a, b, P)) < 0.1
 
 
+def _one_hot_table(p, correct_value, wrong_value, outputs=None):
+    """Logits (p^2, outputs) of all pairs: the correct class (a + b) mod p gets correct_value,
+    class (a + b + 1) mod p gets wrong_value (the largest wrong logit), every other class 0."""
+    outputs = outputs or p
+    a, b = np.divmod(np.arange(p * p), p)
+    logits = np.zeros((p * p, outputs), np.float32)
+    logits[np.arange(p * p), (a + b) % p] = correct_value
+    logits[np.arange(p * p), (a + b + 1) % p] = wrong_value
+    return jnp.asarray(logits)
+
+
+@pytest.mark.parametrize("outputs", [P, P + 1, 2 * P])
+def test_dist_irr_top_wrong_reads_the_largest_wrong_logit(outputs):
+    """Known answers: a largest wrong logit that depends on a + b only has DI 1 (whatever the
+    correct logit does); one that carries |cos(w(a-b)/2)| has DI ~0. Extra outputs (the "="
+    token, b's own vocabulary) are wrong classes too."""
+    a, b = np.divmod(np.arange(P * P), P)
+    w = 2 * np.pi * 3 / P
+    rng = np.random.default_rng(0)
+    by_sum = 5 + rng.normal(size=P)[(a + b) % P]  # depends on a + b only
+    by_distance = 5 + np.abs(np.cos(w * (a - b) / 2))  # depends on a - b only
+    key = jnp.ones(P // 2, bool)
+    for correct, wrong, want_top, want_correct in [(10 + by_distance, by_sum, 1.0, 0.0),
+                                                   (10 + by_sum, by_distance, 0.0, 1.0)]:
+        got = metrics.addition_metrics(_one_hot_table(P, correct, wrong, outputs), P, 1, key)
+        assert float(got["dist_irr_top_wrong"]) == pytest.approx(want_top, abs=1e-5)
+        assert float(got["dist_irr"]) == pytest.approx(want_correct, abs=1e-5)
+    # a larger wrong logit among the extra outputs takes over
+    if outputs > P:
+        table = _one_hot_table(P, 10 + by_sum, by_distance, outputs).at[:, P].set(jnp.asarray(20 + by_sum))
+        assert float(metrics.addition_metrics(table, P, 1, key)["dist_irr_top_wrong"]) == \
+            pytest.approx(1.0, abs=1e-5)
+
+
+def test_dist_irr_top_wrong_matches_the_formula_on_random_logits():
+    logits = np.random.default_rng(3).normal(size=(P * P, P)).astype(np.float32)
+    a, b = np.divmod(np.arange(P * P), P)
+    masked = logits.copy()
+    masked[np.arange(P * P), (a + b) % P] = -np.inf
+    top = masked.max(-1)
+    t = (a - b) % P
+    want = np.mean([top[t == k].std() for k in range(P)]) / top.std()
+    got = metrics.addition_metrics(jnp.asarray(logits), P, 1, jnp.ones(P // 2, bool))
+    assert float(got["dist_irr_top_wrong"]) == pytest.approx(want, rel=1e-5)
+
+
 @pytest.mark.parametrize("k", [1, 4])
 def test_circle_embedding_has_circularity_one_and_its_frequency(k):
     t = np.arange(P)
@@ -114,7 +160,8 @@ def test_evaluate_on_saved_weights_reproduces_the_row(tmp_path):
                            "metrics.grad_sym_triples=50"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    for name in ("grad_sym", "dist_irr", "circularity", "acc", "test_acc", "clock_fve", "pizza_fve"):
+    for name in ("grad_sym", "dist_irr", "dist_irr_top_wrong", "circularity", "acc", "test_acc",
+                 "clock_fve", "pizza_fve"):
         assert result[name] == pytest.approx(row[name], rel=1e-4, abs=1e-5), name
     assert result["key_freqs"] == list(row["key_freqs"])
     assert result["algorithm"] == row["algorithm"]

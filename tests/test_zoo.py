@@ -18,7 +18,7 @@ from phasescan.train import Spec, build_net
 from conftest import TINY, compose
 
 # Metrics that are NaN by definition for tasks that are not addition up to relabelling b.
-ADDITION_ONLY = {"dist_irr", "clock_fve", "pizza_fve"}
+ADDITION_ONLY = {"dist_irr", "dist_irr_top_wrong", "clock_fve", "pizza_fve"}
 
 
 def spec_of(**fields) -> Spec:
@@ -105,6 +105,17 @@ def test_input_formats(fmt, vocab, n_ctx, tokens):
     assert params["params"]["embed"].shape == (vocab, spec.d_model)
     assert params["params"]["pos_embed"].shape == (n_ctx, spec.d_model)
     np.testing.assert_array_equal(net.number_rows(params), params["params"]["embed"][:11])
+    # As the authors built it: one output per vocabulary entry, initialised normal / sqrt(vocab),
+    # and the loss's softmax over all of them
+    assert params["params"]["unembed"].shape == (spec.d_model, vocab)
+    assert net.logits(params, dataset.tokens[:5]).shape == (5, vocab)
+
+
+@pytest.mark.parametrize("fmt", ["ab", "ab_eq", "ab_sep"])
+def test_unembedding_is_initialised_by_the_vocabulary(fmt):
+    spec, dataset, net, _ = net_and_params(input_format=fmt, d_model=256)
+    stds = [np.std(np.asarray(net.init(jax.random.key(s))["params"]["unembed"])) for s in range(4)]
+    assert np.mean(stds) == pytest.approx(1 / np.sqrt(dataset.vocab), rel=0.03)
 
 
 def table_row_grad_sym(net, params, dataset, triples, rows_of):
