@@ -118,7 +118,7 @@ def sequential_programs(spec: train.Spec, metric_opts: dict) -> dict:
                                dataset.labels[train_idx])
 
     def step(params, opt_state, hp, split):
-        (loss_value, _), grads = jax.value_and_grad(loss, has_aux=True)(params, hp, split)
+        loss_value, grads = jax.value_and_grad(loss)(params, hp, split)
         updates, opt_state = optimizer(hp).update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss_value
 

@@ -1,6 +1,6 @@
 """The classification rule: each model gets one of clock, pizza, other, non_circular, unlearned,
 diverged. Thresholds come from the config group `classify` (conf/classify/default.yaml), never
-from code; docs/classification.md explains where each one sits and why.
+from code; docs/metrics.md explains where each one sits and why.
 
 The rule, first match wins:
   diverged      non-finite loss or weights

@@ -56,8 +56,10 @@ def distance_irrelevance(correct_logit: jax.Array, a: jax.Array, b: jax.Array, p
     t = (a - b) % p
     count = jax.ops.segment_sum(jnp.ones_like(correct_logit), t, num_segments=p)
     mean = jax.ops.segment_sum(correct_logit, t, num_segments=p) / count
-    sq = jax.ops.segment_sum(jnp.square(correct_logit), t, num_segments=p) / count
-    std_per_t = jnp.sqrt(jnp.maximum(sq - jnp.square(mean), 0.0))
+    # Two passes (deviations from each group's mean), not E[L^2] - E[L]^2: logits of a confident
+    # model sit far from 0 and the one-pass form would lose the small spreads to cancellation.
+    deviation = correct_logit - mean[t]
+    std_per_t = jnp.sqrt(jax.ops.segment_sum(jnp.square(deviation), t, num_segments=p) / count)
     return jnp.mean(std_per_t) / jnp.std(correct_logit)
 
 

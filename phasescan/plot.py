@@ -238,6 +238,45 @@ def paper_scatter(frame: pd.DataFrame, x: str, y: str, circular_only: bool) -> F
     return fig
 
 
+def metric_distributions(frame: pd.DataFrame, x: str, thresholds: dict) -> Figure:
+    """Where the runs sit against the classification thresholds: histograms of grad_sym,
+    dist_irr and circularity stacked by x (e.g. attention rate), the thresholds as lines, and
+    grad_sym against dist_irr coloured by circularity (docs/metrics.md, calibration)."""
+    fig = Figure(figsize=(16.0, 3.6), layout="constrained")
+    axes = fig.subplots(1, 4)
+    shown = frame[~frame["algorithm"].isin(["unlearned", "diverged"])]
+    values = np.sort(shown[x].unique())
+    cmap = colormaps["viridis"]
+    lines = {"grad_sym": [("pizza_min_grad_sym", "pizza >="), ("clock_max_grad_sym", "clock <=")],
+             "dist_irr": [("pizza_max_dist_irr", "pizza <="), ("clock_min_dist_irr", "clock >=")],
+             "circularity": [("min_circularity", "circular >=")]}
+    for ax, (metric, marks) in zip(axes, lines.items()):
+        stacks = [shown.loc[shown[x] == v, metric].dropna() for v in values]
+        ax.hist(stacks, bins=np.linspace(0, 1, 41), stacked=True,
+                color=[cmap(i / max(len(values) - 1, 1)) for i in range(len(values))],
+                label=[f"{label(x)} {v:g}" for v in values])
+        for (key, text), style in zip(marks, ("--", ":")):
+            if key in thresholds:
+                ax.axvline(thresholds[key], color="black", ls=style, lw=1.2,
+                           label=f"{text} {thresholds[key]:g}")
+        ax.set_xlabel(label(metric))
+        ax.set_ylabel("runs")
+        ax.legend(fontsize=6.5, frameon=False, loc="upper left")
+    ax = axes[3]
+    points = ax.scatter(shown["grad_sym"], shown["dist_irr"], c=shown["circularity"], cmap=cmap,
+                        vmin=0.5, vmax=1, s=22, edgecolors="black", linewidths=0.3)
+    for key, along in (("pizza_min_grad_sym", "x"), ("clock_max_grad_sym", "x"),
+                       ("pizza_max_dist_irr", "y"), ("clock_min_dist_irr", "y")):
+        if key in thresholds:
+            (ax.axvline if along == "x" else ax.axhline)(thresholds[key], color="grey", lw=0.8, ls="--")
+    ax.set_xlabel(label("grad_sym"))
+    ax.set_ylabel(label("dist_irr"))
+    fig.colorbar(points, ax=ax, label="circularity", shrink=0.9)
+    fig.suptitle(f"Metrics of the {len(shown)} learned runs against the classification thresholds "
+                 f"(of {len(frame)} runs)", fontsize=10)
+    return fig
+
+
 # ---------------------------------------------------------------- inspection of single models
 
 def pick_runs(frame: pd.DataFrame, saved_only: bool, out_dir: Path) -> list[str]:
@@ -380,6 +419,8 @@ def draw(results_dir, x: str = "attn_rate", y: str = "d_model", formats=("png",)
         paths += save(phase_diagram(frame, x, y, pooled, bounds), folder, "phase_diagram", formats)
         paths += save(metric_heatmaps(frame, x, y, pooled), folder, "metric_heatmaps", formats)
         paths += save(paper_scatter(frame, x, y, circular_only), folder, "paper_scatter", formats)
+        thresholds = read_config(out_dir).get("classify", {})
+        paths += save(metric_distributions(frame, x, thresholds), folder, "metric_distributions", formats)
         if runs is None:
             runs = [] if inspect == "none" else pick_runs(frame, inspect == "saved", out_dir)
         metric_opts = read_config(out_dir)["metrics"] if runs else None

@@ -5,7 +5,7 @@ Per value of `--by` (and of `--y` when it was swept): runs, grad_sym, dist_irr, 
 and circularity median with their interquartile range, the share of each algorithm, the share of
 circular models (the paper's circularity >= 0.995 filter, and the classifier's own threshold), the
 median test accuracy, the convergence facts (median final training loss and parameter norm) and the
-share of runs whose loss spiked after they fit (spike_ratio > SPIKE_RATIO).
+share of runs whose loss spiked after they fit (spike_loss > train.FIT_LOSS).
 Then three estimates of where the transition sits along `--by`, each with a 95% bootstrap interval
 over seeds (phasescan/boundary.py): where the Pizza share, the share of gradient-symmetric models
 (grad_sym >= the Pizza threshold, whatever dist_irr says) and the share of non-Clock models first
@@ -25,10 +25,8 @@ from . import boundary
 from .classify import ALGORITHMS
 from .config import ConfigError
 from .plot import CIRCULAR_MIN, read_config
+from .train import FIT_LOSS
 
-# A run counts as spiking when, after it fit, its training loss rose this many times above the
-# lowest it had reached (docs/metrics.md, loss spikes): smooth descents stay within a factor ~2.
-SPIKE_RATIO = 10.0
 
 
 def _iqr(values: pd.Series) -> str:
@@ -54,8 +52,8 @@ def summary(runs: pd.DataFrame, by: str, min_circularity: float) -> pd.DataFrame
         # Convergence, to hold against the authors' (reference: loss 1.45e-7, norm 24.4)
         row["train_loss"] = f"{group['train_loss'].median():.3g}"
         row["param_norm"] = f"{group['param_norm'].median():.3g}"
-        if "spike_ratio" in group:
-            row[f"spiking (ratio > {SPIKE_RATIO:g})"] = f"{(group['spike_ratio'] > SPIKE_RATIO).mean():.2f}"
+        if "spike_loss" in group:  # loss above FIT_LOSS again after the run fit
+            row["spiking"] = f"{(group['spike_loss'] > FIT_LOSS).mean():.2f}"
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -32,8 +32,8 @@ ID_COLUMNS = ["run_id", "run_index", "seed", "data_seed"]
 FIELD_COLUMNS = list(FIELDS)
 METRIC_COLUMNS = ["train_loss", "test_loss", "loss", "train_acc", "test_acc", "acc", "grad_sym",
                   "dist_irr", "dist_irr_top_wrong", "circularity", "key_freqs", "n_key_freqs",
-                  "clock_fve", "pizza_fve", "param_norm", "fit_step", "spike_ratio", "spike_loss",
-                  "spike_step", "diverged", "algorithm"]
+                  "clock_fve", "pizza_fve", "param_norm", "fit_step", "spike_loss", "spike_step",
+                  "diverged", "algorithm"]
 assert not set(FIELD_COLUMNS) & set(METRIC_COLUMNS), "a field and a metric would share a column"
 
 

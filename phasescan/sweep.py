@@ -41,12 +41,12 @@ def bytes_per_model(spec: Spec) -> int:
     """A generous estimate of one model's device memory while training and measuring it."""
     d, p, L = spec.d_model, spec.p, spec.n_layers
     fmt = INPUT_FORMATS[spec.input_format]
-    n_params = (fmt.vocab(p) + p) * d + fmt.n_ctx * d + L * (4 * d * d + 8 * d * d + 5 * d)
+    n_params = 2 * fmt.vocab(p) * d + fmt.n_ctx * d + L * (4 * d * d + 8 * d * d + 5 * d)
     n_examples = p * p if spec.batch_size is None else spec.batch_size
     # Activations kept for the backward pass: per example and layer roughly n_ctx positions x
     # (residual, q, k, v, z, mlp hidden x 2) plus the logits. (The attention-free models are
     # smaller than the transformer of the same width: the estimate stays an upper bound.)
-    activations = n_examples * (L * fmt.n_ctx * (5 * d + 8 * d) + 3 * p)
+    activations = n_examples * (L * fmt.n_ctx * (5 * d + 8 * d) + 3 * fmt.vocab(p))
     metric_tensors = 4 * p ** 3  # logits over (a, b, c) and their centred copies
     return BYTES * (4 * n_params + 3 * activations + metric_tensors)
 

@@ -1,7 +1,7 @@
 """Model weights as `.npz` files in the interchange layout of docs/weights-format.md.
 
 Row-vector convention (`x @ W`); per-layer arrays carry a leading layer axis L:
-  embed (vocab, d), pos_embed (n_ctx, d), unembed (d, p),
+  embed (vocab, d), pos_embed (n_ctx, d), unembed (d, vocab),
   W_Q W_K W_V (L, n_heads, d, d_head), W_O (L, n_heads*d_head, d),
   W_in (L, d, d_mlp), b_in (L, d_mlp), W_out (L, d_mlp, d), b_out (L, d),
   scalars attn_rate (float), p (int), act (str); optional: run_id, seed, data_seed, train_frac

@@ -227,19 +227,19 @@ def test_addition_metrics_for_subtraction_and_not_applicable_elsewhere():
     clock_sub = np.cos(w * (a - b - c)) * (1 + 0.5 * np.cos(w * s))
     pizza_sub = np.abs(np.cos(w * t / 2)) * (np.abs(np.cos(w * (a - b - c) / 2))
                                              - np.abs(np.sin(w * (a - b - c) / 2)))
-    measure = jax.jit(metrics.addition_metrics, static_argnums=1)
-    clock = measure(flat(clock_sub), -1, key)
-    pizza = measure(flat(pizza_sub), -1, key)
+    measure = jax.jit(metrics.addition_metrics, static_argnums=(1, 2))
+    clock = measure(flat(clock_sub), p, -1, key)
+    pizza = measure(flat(pizza_sub), p, -1, key)
     assert float(clock["dist_irr"]) == pytest.approx(1.0, abs=1e-5)  # logit depends on s only
     assert float(pizza["dist_irr"]) == pytest.approx(0.0, abs=1e-3)  # ... on t only
     assert float(pizza["pizza_fve"]) == pytest.approx(1.0, abs=1e-4)
     assert float(pizza["pizza_fve"]) > float(pizza["clock_fve"])
     assert float(clock["clock_fve"]) > float(clock["pizza_fve"])
     # reading the same table as addition would be meaningless: the analogue is what carries it
-    assert float(measure(flat(pizza_sub), 1, key)["pizza_fve"]) < 0.5
+    assert float(measure(flat(pizza_sub), p, 1, key)["pizza_fve"]) < 0.5
     for op in ("mul", "sq_sum"):
         assert tasks.OPS[op].b_sign is None
-        assert all(np.isnan(float(v)) for v in metrics.addition_metrics(flat(clock_sub), None, key).values())
+        assert all(np.isnan(float(v)) for v in metrics.addition_metrics(flat(clock_sub), p, None, key).values())
 
 
 # ---------------------------------------------------------------- validation and sweep.variants
@@ -306,6 +306,8 @@ def test_every_variant_trains_through_the_engine_to_a_complete_row(tmp_path):
             value = row[col]
             if col in ADDITION_ONLY and not applicable:
                 assert np.isnan(value), f"{col} of {where} must be NaN (not applicable)"
+            elif col == "spike_loss" and row["fit_step"] < 0:  # 30 steps: no run fit yet
+                assert np.isnan(value) and row["spike_step"] == -1, where
             elif col != "key_freqs":
                 assert not pd.isna(value), f"{col} of {where} is missing"
         assert row["algorithm"] not in ("pizza", "clock") or applicable, where
