@@ -245,7 +245,7 @@ def metric_distributions(frame: pd.DataFrame, x: str, thresholds: dict) -> Figur
     fig = Figure(figsize=(16.0, 3.6), layout="constrained")
     axes = fig.subplots(1, 4)
     shown = frame[~frame["algorithm"].isin(["unlearned", "diverged"])]
-    values = np.sort(shown[x].unique())
+    values = np.sort(frame[x].unique())  # every x value, learned runs or not: one colour each
     cmap = colormaps["viridis"]
     lines = {"grad_sym": [("pizza_min_grad_sym", "pizza >="), ("clock_max_grad_sym", "clock <=")],
              "dist_irr": [("pizza_max_dist_irr", "pizza <="), ("clock_min_dist_irr", "clock >=")],

@@ -85,7 +85,8 @@ def test_every_figure_from_a_tiny_sweep(tmp_path):
     proc = run_cli(*TINY, "plot=true", "save_weights=1", f"out_dir={out}")
     assert "C clock, P pizza" in proc.stdout  # the text phase table
     figures = out / "figures"
-    for name in ("phase_diagram.png", "metric_heatmaps.png", "paper_scatter.png"):
+    for name in ("phase_diagram.png", "metric_heatmaps.png", "paper_scatter.png",
+                 "metric_distributions.png"):
         assert not_blank(figures / name), name
     assert (figures / plot.BOUNDARY_CSV).is_file()
     frame = results.load(out)

@@ -15,8 +15,11 @@ def synthetic_runs(tmp_path, switch=0.55):
             rows.append({"attn_rate": rate, "d_model": 128, "seed": seed, "precision": "float32",
                          "algorithm": "pizza" if pizza else "clock",
                          "grad_sym": 0.99 if pizza else 0.3 + 0.01 * seed,
-                         "dist_irr": 0.2 if pizza else 0.85, "test_acc": 1.0,
-                         "circularity": 0.999 if seed < 2 else 0.9})
+                         "dist_irr": 0.2 if pizza else 0.85,
+                         "dist_irr_top_wrong": 0.25 if pizza else 0.83, "test_acc": 1.0,
+                         "circularity": 0.999 if seed < 2 else 0.9,
+                         "train_loss": 1.45e-7, "param_norm": 24.4,
+                         "spike_loss": 2e-2 if seed == 0 else 9e-6})  # seed 0 spiked
     pd.DataFrame(rows).to_parquet(tmp_path / "runs.parquet")
     return tmp_path
 
@@ -28,6 +31,9 @@ def test_summary_bins_and_shares(tmp_path):
     first, last = table.iloc[0], table.iloc[-1]
     assert first["pizza"] == "1.00" and first["clock"] == "0.00" and last["clock"] == "1.00"
     assert first["grad_sym"].startswith("0.990") and first["circ>=0.995"] == "0.25"
+    assert first["dist_irr_top_wrong"].startswith("0.250") and last["dist_irr_top_wrong"].startswith("0.830")
+    assert first["train_loss"] == "1.45e-07" and first["param_norm"] == "24.4"
+    assert first["spiking"] == "0.12"  # 1 of 8 seeds rose above the fit level again
     assert first["circ>=0.6"] == "1.00"
 
 
