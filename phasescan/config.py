@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from . import data
-from .tasks import INPUT_FORMATS, OPS, is_prime
+from .classify import THRESHOLDS
+from .tasks import INPUT_FORMATS, OPS, is_prime, n_train
 
 # The model families (train.build_net): the paper's transformer and the authors' attention-free
 # models A, B, C, D, X (linear.py). Listed here so validation needs no JAX.
@@ -139,12 +139,12 @@ def cross_check(run: dict) -> list[str]:
         problems.append(f"train.log_every={run['log_every']}: must divide train.steps={run['steps']}")
     if not has("train_frac", "p", "batch_size"):
         return problems
-    n_train = data.n_train(run["p"] ** 2, run["train_frac"])  # the split's size
-    if n_train < 1:
+    n_pairs = n_train(run["p"] ** 2, run["train_frac"])  # the split's size
+    if n_pairs < 1:
         problems.append(f"task.train_frac={run['train_frac']}: leaves no train pair at "
                         f"task.p={run['p']} (needs >= 1/p^2 = {1 / run['p'] ** 2:.3g})")
-    elif run["batch_size"] is not None and run["batch_size"] > n_train:
-        problems.append(f"train.batch_size={run['batch_size']}: must be <= the {n_train} train "
+    elif run["batch_size"] is not None and run["batch_size"] > n_pairs:
+        problems.append(f"train.batch_size={run['batch_size']}: must be <= the {n_pairs} train "
                         f"pairs of task.p={run['p']}, task.train_frac={run['train_frac']} (or null)")
     return problems
 
@@ -160,8 +160,6 @@ def _is_number(v) -> bool:
 def check_options(cfg: dict) -> list[str]:
     """Problems of the settings that are not fields: chunk sizes, metric options, classify
     thresholds, output options. (Fields and axes are checked by grid.expand.)"""
-    from .classify import THRESHOLDS  # classify imports nothing from here; import when needed
-
     problems = []
     sweep = cfg.get("sweep") or {}
 

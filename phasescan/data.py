@@ -9,13 +9,12 @@ no FLOPs), while the split itself (the data seed) stays vmappable.
 """
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import tasks
+from .tasks import n_train
 
 
 def pairs(p: int) -> tuple[np.ndarray, np.ndarray]:
@@ -27,12 +26,6 @@ def pairs(p: int) -> tuple[np.ndarray, np.ndarray]:
 def labels(p: int, op: str = "add") -> np.ndarray:
     """The label c = op(a, b) mod p of every pair (default: (a + b) mod p)."""
     return tasks.labels(p, op, *pairs(p))
-
-
-def n_train(n_pairs: int, train_frac: float) -> int:
-    """floor(train_frac * n_pairs): the reference split sizes (2784 / 697 at p = 59, 0.8).
-    +1e-4: 0.5 * 4 must not round down to 1.999."""
-    return math.floor(train_frac * n_pairs + 1e-4)
 
 
 def split(key: jax.Array, n_pairs: int, train_frac: float) -> tuple[jax.Array, jax.Array]:

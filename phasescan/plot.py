@@ -31,31 +31,14 @@ from matplotlib import colormaps, colors
 from matplotlib.figure import Figure  # object API: no pyplot state, no GUI backend needed
 from matplotlib.patches import Patch
 
-from . import boundary, grid, results, table, weights
+from . import boundary, grid, results, retrain, table, weights
 from .classify import ALGORITHMS
 from .config import ConfigError
+from .style import COLORS, LABELS, LOG_AXES, STYLE, label
 
 FIGURES = "figures"
 BOUNDARY_CSV = "boundary.csv"
 CIRCULAR_MIN = 0.995  # the paper keeps models with circularity >= 99.5% in its scatter plots
-
-# Okabe-Ito, one fixed colour per class (colour-blind safe).
-COLORS = {"clock": "#0072B2", "pizza": "#E69F00", "other": "#CC79A7", "non_circular": "#009E73",
-          "unlearned": "#BBBBBB", "diverged": "#000000"}
-assert set(COLORS) == set(ALGORITHMS)
-LABELS = {"attn_rate": "attention rate", "d_model": "width d_model", "lr": "learning rate",
-          "weight_decay": "weight decay", "train_frac": "train fraction", "n_heads": "heads",
-          "n_layers": "layers", "grad_sym": "gradient symmetricity",
-          "dist_irr": "distance irrelevance (correct logit)",
-          "dist_irr_top_wrong": "distance irrelevance (largest wrong logit)"}
-LOG_AXES = {"d_model", "lr", "weight_decay", "batch_size"}
-STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5,
-         "xtick.labelsize": 9, "ytick.labelsize": 9, "savefig.dpi": 150, "figure.dpi": 100}
-
-
-def label(name: str) -> str:
-    return LABELS.get(name, name)
-
 
 def save(fig: Figure, folder: Path, name: str, formats) -> list[Path]:
     paths = []
@@ -426,7 +409,7 @@ def draw(results_dir, x: str = "attn_rate", y: str = "d_model", formats=("png",)
         metric_opts = read_config(out_dir)["metrics"] if runs else None
         rows = [frame.loc[frame["run_id"] == run_id].iloc[0] for run_id in runs]
         chosen = [grid.run_from_row(row) for row in rows]
-        for row, run, arrays in zip(rows, chosen, weights.load_or_retrain(out_dir, chosen, metric_opts)):
+        for row, run, arrays in zip(rows, chosen, retrain.load_or_retrain(out_dir, chosen, metric_opts)):
             figure = inspection(row, inspection_data(arrays, run, metric_opts))
             paths += save(figure, folder, f"inspect_{row['run_id']}", formats)
     from . import plot_beyond  # the history and refinement figures, when the folder has them

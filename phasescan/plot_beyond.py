@@ -25,9 +25,8 @@ import pandas as pd  # noqa: E402
 
 from . import history, refine, results  # noqa: E402
 from .classify import ALGORITHMS  # noqa: E402
-from .plot import COLORS  # noqa: E402  (one colour per class in every figure)
+from .style import COLORS, OKABE_ITO  # noqa: E402  (one colour per class in every figure)
 
-OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
 HISTORY_PANELS = [("test_acc", "test accuracy"), ("grad_sym", "gradient symmetricity"),
                   ("dist_irr", "distance irrelevance"), ("circularity", "circularity")]
 

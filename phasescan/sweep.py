@@ -30,7 +30,7 @@ from .classify import classify
 from .config import ConfigError, check_options
 from .progress import Progress
 from .tasks import INPUT_FORMATS
-from .train import HParams, Spec, make_train
+from .train import HParams, Spec, make_train, split_history
 
 log = logging.getLogger("phasescan")
 
@@ -351,8 +351,8 @@ def train_runs(cfg: dict, out_dir: Path, runs: list[dict], done_ids: set[str], m
                 for j, run in enumerate(piece):  # weights first: a finished chunk has its files
                     if to_save(run):
                         weights.save(weights.path_of(out_dir, run["run_id"]),
-                                     weights.to_arrays(weights.jax_tree_index(params, j), run))
-                metrics, logged = history.split(metrics)
+                                     weights.to_arrays(weights.model_at(params, j), run))
+                metrics, logged = split_history(metrics)
                 if logged:  # the history first: a finished chunk has its history too
                     history.write_chunk(out_dir, history.rows(piece, logged, cfg["classify"]))
                 labels = classify(metrics, cfg["classify"])

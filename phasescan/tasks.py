@@ -18,6 +18,7 @@ Input formats (`task.input_format`), positions of a and b are always 0 and 1:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import numpy as np
@@ -63,6 +64,12 @@ OPERAND_POSITIONS = (0, 1)  # positions of a and b in every format
 def labels(p: int, op: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """c = f(a, b) mod p, computed in int64 so a * a + b * b cannot overflow."""
     return (OPS[op].table(a.astype(np.int64), b.astype(np.int64)) % p).astype(np.int32)
+
+
+def n_train(n_pairs: int, train_frac: float) -> int:
+    """floor(train_frac * n_pairs): the reference split sizes (2784 / 697 at p = 59, 0.8).
+    +1e-4: 0.5 * 4 must not round down to 1.999."""
+    return math.floor(train_frac * n_pairs + 1e-4)
 
 
 def is_prime(n: int) -> bool:

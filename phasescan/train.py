@@ -16,13 +16,22 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from . import data, history, metrics, precision
+from . import data, metrics, precision
 from .config import MODEL_KINDS, STATIC, VMAPPED
 from .linear import KINDS as LINEAR_KINDS, LinearModel
 from .loss import LOSSES
 from .model import Transformer
 
 ADAM_EPS = 1e-8  # PyTorch's AdamW default, which the paper used
+# With train.log_every, the metrics dict also holds each metric's history under this prefix.
+HISTORY_PREFIX = "history/"
+
+
+def split_history(metrics: dict) -> tuple[dict, dict]:
+    """A chunk's metrics -> (final metrics, history metrics without the prefix; {} if none)."""
+    final = {k: v for k, v in metrics.items() if not k.startswith(HISTORY_PREFIX)}
+    logged = {k[len(HISTORY_PREFIX):]: v for k, v in metrics.items() if k.startswith(HISTORY_PREFIX)}
+    return final, logged
 
 
 class HParams(NamedTuple):
@@ -222,7 +231,7 @@ def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
             return carry[0], measure(carry)
         # Time-resolved: an outer scan over segments of log_every steps (the inner scan runs the
         # very same steps), measuring at each segment end, all on device. The history (step 0,
-        # K, 2K, ..., steps) rides along in the metrics dict as history.PREFIX + name entries.
+        # K, 2K, ..., steps) rides along in the metrics dict as HISTORY_PREFIX + name entries.
         def segment(carry, first_step):
             carry, _ = jax.lax.scan(step, carry, first_step + jnp.arange(spec.log_every))
             return carry, measure(carry)
@@ -232,6 +241,6 @@ def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
         final = jax.tree_util.tree_map(lambda h: h[-1], logged)
         logged = jax.tree_util.tree_map(lambda h0, h: jnp.concatenate([h0[None], h]),
                                         measure(carry), logged)
-        return final_carry[0], final | {history.PREFIX + name: h for name, h in logged.items()}
+        return final_carry[0], final | {HISTORY_PREFIX + name: h for name, h in logged.items()}
 
     return precision.traced_under(spec.precision, train)

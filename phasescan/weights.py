@@ -9,7 +9,6 @@ Row-vector convention (`x @ W`); per-layer arrays carry a leading layer axis L:
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -90,40 +89,6 @@ def should_save(run: dict, save_weights, seed_start: int) -> bool:
     return run["seed"] - seed_start < int(save_weights)
 
 
-def retrain(runs: list[dict], metric_opts: dict) -> list[dict[str, np.ndarray]]:
-    """Train runs of one bucket again from their rows/config (deterministic), side by side in
-    one program as the sweep trained them; return their weights."""
-    from .sweep import compile_chunk, run_chunk
-    from .train import Spec
-
-    compiled = compile_chunk(Spec.from_run(runs[0]), len(runs), metric_opts)
-    _, params = run_chunk(compiled, runs, len(runs), keep_params=True)
-    return [to_arrays(jax_tree_index(params, i), run) for i, run in enumerate(runs)]
-
-
-def jax_tree_index(tree, i: int):
-    """Model i of a stacked parameter tree."""
-    import jax
-
-    return jax.tree_util.tree_map(lambda x: x[i], tree)
-
-
-def load_or_retrain(out_dir: Path, rows: list[dict], metric_opts: dict) -> list[dict[str, np.ndarray]]:
-    """The weights of results rows: the saved file where the sweep kept it; the others trained
-    again, one program per bucket, with a progress bar (a paper-size model is 20,000 steps:
-    minutes on a GPU, 13-18 minutes on a 2-core CPU)."""
-    from . import grid
-    from .progress import Progress
-
-    paths = {row["run_id"]: path_of(out_dir, row["run_id"]) for row in rows}
-    weights = {run_id: load(path) for run_id, path in paths.items() if path.is_file()}
-    missing = [row for row in rows if row["run_id"] not in weights]
-    if missing:
-        print(f"phasescan: training {len(missing)} model(s) again whose weights were not kept "
-              f"(save_weights)", file=sys.stderr)
-        progress = Progress(len(missing))
-        for bucket in grid.buckets(missing).values():
-            weights.update(zip([run["run_id"] for run in bucket], retrain(bucket, metric_opts)))
-            progress.update(len(bucket))
-        progress.close()
-    return [weights[row["run_id"]] for row in rows]
+def model_at(tree, i: int):
+    """Model i of a stacked parameter tree (nested dicts of arrays with a leading model axis)."""
+    return {k: model_at(v, i) if isinstance(v, dict) else v[i] for k, v in tree.items()}

@@ -4,7 +4,7 @@ import pandas as pd
 
 from phasescan import grid, history
 from phasescan.sweep import compile_chunk, run_chunk
-from phasescan.train import Spec
+from phasescan.train import Spec, split_history
 
 from conftest import TINY, compose, run_cli
 
@@ -18,8 +18,8 @@ def test_logging_leaves_the_trained_models_unchanged(tiny_cfg):
     plain = run_chunk(compile_chunk(spec, len(runs), tiny_cfg["metrics"]), runs, len(runs))
     logged_spec = Spec.from_run(runs[0] | {"log_every": 20})
     with_log = run_chunk(compile_chunk(logged_spec, len(runs), tiny_cfg["metrics"]), runs, len(runs))
-    final, logged = history.split(with_log)
-    assert history.split(plain)[1] == {}
+    final, logged = split_history(with_log)
+    assert split_history(plain)[1] == {}
     for name in SCALARS:
         np.testing.assert_allclose(final[name], plain[name], rtol=1e-6, atol=1e-7, err_msg=name)
         assert logged[name].shape == (len(runs), 60 // 20 + 1)  # steps 0, 20, 40, 60

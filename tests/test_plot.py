@@ -107,16 +107,16 @@ def test_inspection_picks_the_most_clock_and_pizza_like_runs(tmp_path):
 def test_models_whose_weights_were_not_kept_are_trained_again_identically(tmp_path, capsys):
     """Inspection needs weights; a run whose weights the sweep did not keep is trained again
     (its bucket's missing runs together, with a progress line) and comes out as the kept ones."""
-    from phasescan import grid, weights
+    from phasescan import grid, retrain
     from phasescan.sweep import run_sweep
 
     out = tmp_path / "sweep"
     cfg = compose(*TINY, "save_weights=all")
     frame = run_sweep(cfg, out)
     rows = [grid.run_from_row(row) for _, row in frame.iterrows()]
-    kept = weights.load_or_retrain(out, rows, cfg["metrics"])
+    kept = retrain.load_or_retrain(out, rows, cfg["metrics"])
     assert "training" not in capsys.readouterr().err  # all kept: nothing trained
-    again = weights.load_or_retrain(tmp_path / "no-weights-here", rows, cfg["metrics"])
+    again = retrain.load_or_retrain(tmp_path / "no-weights-here", rows, cfg["metrics"])
     assert f"training {len(rows)} model(s) again" in capsys.readouterr().err
     for saved, retrained in zip(kept, again):
         assert saved.keys() == retrained.keys()
