@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -77,9 +78,10 @@ def main(cfg: DictConfig) -> None:
         frame = run_sweep(cfg_dict, out_dir, OmegaConf.to_yaml(cfg))
     except ConfigError as error:
         fail(error)
-    except KeyboardInterrupt:
-        print(f"phasescan: interrupted; finished chunks are kept in {out_dir or 'out_dir'}. "
-              "Run the same command again to resume.", file=sys.stderr)
+    except KeyboardInterrupt as stop:
+        kept = f"{stop}; finished chunks are kept" if str(stop) else "finished chunks are kept"
+        print(f"phasescan: interrupted: {kept} in {out_dir or 'out_dir'}. Resume with:\n"
+              f"  {resume_command(out_dir)}", file=sys.stderr)
         sys.exit(130)
     log.info("%d runs -> %s", len(frame), out_dir / "runs.parquet")
     from . import table
@@ -89,6 +91,14 @@ def main(cfg: DictConfig) -> None:
                  "shard is done")
     elif cfg.plot:
         draw_figures(out_dir)
+
+
+def resume_command(out_dir: Path | None) -> str:
+    """This command again, writing to the same folder (out_dir made explicit)."""
+    args = [a for a in sys.argv[1:] if not a.startswith("out_dir=")]
+    if out_dir is not None:
+        args.append(f"out_dir={out_dir}")
+    return " ".join(["python -m phasescan", *map(shlex.quote, args)])
 
 
 def draw_figures(out_dir: Path) -> None:

@@ -177,6 +177,12 @@ def check_options(cfg: dict) -> list[str]:
          "null (all of a device's models side by side) or a positive integer")
     seed = sweep.get("sample_seed", 0)
     need(_is_int(seed) and seed >= 0, "sweep.sample_seed", seed, "a non-negative integer")
+    segment = sweep.get("segment_steps")
+    need(segment is None or _is_int(segment) and segment > 0, "sweep.segment_steps", segment,
+         "null (500) or a positive integer (steps per device call)")
+    every = sweep.get("checkpoint_every", 300)
+    need(_is_number(every) and every >= 0, "sweep.checkpoint_every", every,
+         "a number of seconds >= 0 (0: after every segment)")
 
     metric_opts = cfg.get("metrics") or {}
     n = metric_opts.get("grad_sym_triples", 300)

@@ -1,8 +1,8 @@
 """Time-resolved phases: the metrics of every model every `train.log_every` steps.
 
-The training program measures each model at steps 0, K, 2K, ..., steps (train.make_train, an
-outer scan over segments of K steps, no host round-trip per step) and returns those measurements
-(train.split_history separates them), shape (models, n_logged, ...). Here they become rows
+The chunk runner measures each model at steps 0, K, 2K, ..., steps (chunk.run_chunk: the
+steps between run on the device, segment by segment) and returns those measurements
+(chunk.split_history separates them), shape (models, n_logged, ...). Here they become rows
 (run_id, step, the metric columns of runs.parquet, algorithm by the same classification rule),
 written durably per chunk next to the results chunks and assembled into history.parquet.
 """

@@ -1,46 +1,65 @@
-"""A small progress bar over a whole sweep: models done, models/s and ETA, on stderr."""
+"""The sweep's progress bar (rich): models done, model-steps/s and models/s, ETA, on stderr.
+
+It counts model-steps (a model trained for `steps` steps is `steps` of them), so it moves with
+every segment of a chunk. On a terminal it redraws in place; in a log file it prints the notes
+(e.g. "compiling bucket 1 of 2") as they come and the bar's last state at the end.
+"""
 from __future__ import annotations
 
 import sys
-import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress as RichProgress, ProgressColumn, TextColumn
+from rich.text import Text
 
 
-def _duration(seconds: float) -> str:
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+class _Rates(ProgressColumn):
+    """model-steps/s, the models/s they make, elapsed time and ETA."""
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        per_model = task.fields["steps_per_model"]
+        rates = (f"{speed / per_model:.3g} models/s ({speed:.3g} model-steps/s)" if speed
+                 else "? models/s")
+        eta = _duration(task.time_remaining) if speed and not task.finished else \
+            ("0s" if task.finished else "?")
+        return Text(f"{rates}  elapsed {_duration(task.elapsed)}  ETA {eta}")
+
+
 class Progress:
-    def __init__(self, total: int, done: int = 0, stream=sys.stderr, width: int = 24):
-        self.total, self.done, self.stream, self.width = total, done, stream, width
-        self.start_done, self.start = done, time.perf_counter()
-        self.tty = getattr(stream, "isatty", lambda: False)()
-        self.show()
+    def __init__(self, total_models: int, total_steps: int, done_models: int = 0,
+                 done_steps: int = 0, stream=sys.stderr):
+        # A log file gets whole lines, not a bar wrapped at 80 columns
+        self.console = Console(file=stream, highlight=False, width=None if stream.isatty() else 160)
+        self.bar = RichProgress(TextColumn("phasescan"), BarColumn(bar_width=24),
+                                TextColumn("{task.fields[models]}/{task.fields[total_models]} models "
+                                           "{task.percentage:>3.0f}%"),
+                                _Rates(), console=self.console, transient=False)
+        self.task = self.bar.add_task("sweep", total=max(total_steps, 1), completed=done_steps,
+                                      models=done_models, total_models=total_models,
+                                      steps_per_model=max(total_steps, 1) / max(total_models, 1))
+        self.bar.start()
 
-    def line(self) -> str:
-        frac = self.done / self.total if self.total else 1.0
-        bar = "#" * int(frac * self.width) + "." * (self.width - int(frac * self.width))
-        elapsed = time.perf_counter() - self.start
-        new = self.done - self.start_done
-        rate = new / elapsed if elapsed > 0 and new else 0.0
-        eta = _duration((self.total - self.done) / rate) if rate else "?"
-        return (f"phasescan [{bar}] {self.done}/{self.total} models {frac:4.0%}  "
-                f"{rate:.3g} models/s  elapsed {_duration(elapsed)}  ETA {eta}")
+    def note(self, text: str) -> None:
+        """A line above the bar (it stays in a log file too)."""
+        self.bar.console.print(f"phasescan: {text}")
 
-    def show(self):
-        if self.tty:
-            self.stream.write("\r" + self.line())
-        else:  # a log file: one line per update, no carriage returns
-            self.stream.write(self.line() + "\n")
-        self.stream.flush()
+    def advance(self, model_steps: int) -> None:
+        self.bar.update(self.task, advance=model_steps)
 
-    def update(self, n: int):
-        self.done += n
-        self.show()
+    def models_done(self, n: int) -> None:
+        task = self.bar.tasks[0]
+        self.bar.update(self.task, models=task.fields["models"] + n)
 
-    def close(self):
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+    def close(self) -> None:
+        self.bar.refresh()
+        self.bar.stop()

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import grid, weights
 from .progress import Progress
-from .sweep import compile_chunk, run_chunk
+from .chunk import compile_chunk, run_chunk
 from .train import Spec
 
 

@@ -11,65 +11,27 @@ same chunk loop, `train_runs`.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
-import os
+import signal
+import threading
 import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import pandas as pd
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import grid, history, refine, results, shard, weights
+from . import checkpoint, grid, history, refine, results, shard, weights
+from .chunk import Resume, chunk_size_for, compile_chunk, run_chunk, split_history
 from .classify import classify
 from .config import ConfigError, check_options
 from .progress import Progress
-from .tasks import INPUT_FORMATS
-from .train import HParams, Spec, make_train, split_history
+from .train import Spec
 
 log = logging.getLogger("phasescan")
-
-BYTES = 4  # float32
-
-
-def bytes_per_model(spec: Spec) -> int:
-    """A generous estimate of one model's device memory while training and measuring it."""
-    d, p, L = spec.d_model, spec.p, spec.n_layers
-    fmt = INPUT_FORMATS[spec.input_format]
-    n_params = 2 * fmt.vocab(p) * d + fmt.n_ctx * d + L * (4 * d * d + 8 * d * d + 5 * d)
-    n_examples = p * p if spec.batch_size is None else spec.batch_size
-    # Activations kept for the backward pass: per example and layer roughly n_ctx positions x
-    # (residual, q, k, v, z, mlp hidden x 2) plus the logits. (The attention-free models are
-    # smaller than the transformer of the same width: the estimate stays an upper bound.)
-    activations = n_examples * (L * fmt.n_ctx * (5 * d + 8 * d) + 3 * fmt.vocab(p))
-    metric_tensors = 4 * p ** 3  # logits over (a, b, c) and their centred copies
-    return BYTES * (4 * n_params + 3 * activations + metric_tensors)
-
-
-def device_memory_budget() -> int:
-    """Bytes the chunk may use: 60% of the accelerator's memory, or 25% of host RAM on CPU."""
-    stats = jax.devices()[0].memory_stats() or {}
-    if "bytes_limit" in stats:
-        return int(0.6 * stats["bytes_limit"])
-    return int(0.25 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-
-
-def chunk_size_for(spec: Spec, n_runs: int, requested, max_auto: int, n_devices: int = 1) -> int:
-    """Models per compiled program. `auto` fits the memory estimate of each of the n_devices
-    (max_auto models per device at most); chunks of one bucket are made equal (the last one
-    padded) so the bucket compiles once, and a multiple of n_devices so each device gets a share."""
-    if requested == "auto":
-        size = n_devices * max(1, min(max_auto, device_memory_budget() // bytes_per_model(spec)))
-    else:
-        size = int(requested)
-    n_chunks = math.ceil(n_runs / size)
-    return n_devices * math.ceil(math.ceil(n_runs / n_chunks) / n_devices)
-
 
 def sweep_devices(sweep: dict) -> list:
     """The local devices each chunk is sharded over: sweep.devices = null (all) or a count."""
@@ -90,61 +52,6 @@ def sweep_identity(runs: list[dict], cfg: dict) -> str:
     if any(r.get("log_every") for r in runs):  # a history is part of what the folder holds
         identity["log_every"] = sorted({r["log_every"] or 0 for r in runs})
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def chunk_function(train, chunk_size: int, n_devices: int, vmap_group: int | None):
-    """The chunk as one function of (keys, hp): each device trains its share of the models,
-    `vmap_group` of them side by side (vmapped), the groups one after another (lax.map).
-    None: the whole share side by side. (On a CPU, batched matmuls can be slower than one
-    model's: docs/benchmarks.md measures both.)"""
-    per_device = chunk_size // n_devices
-    if vmap_group is None or vmap_group >= per_device:
-        return jax.vmap(train)
-
-    def on_device(keys, hp):
-        return jax.lax.map(lambda args: train(*args), (keys, hp),
-                           batch_size=None if vmap_group == 1 else vmap_group)
-    if n_devices == 1:
-        return on_device
-
-    def chunk(keys, hp):  # (chunk,) -> (device, share): the sharded axis stays the leading one
-        by_device = lambda x: x.reshape(n_devices, per_device, *x.shape[1:])
-        out = jax.vmap(on_device)(*jax.tree_util.tree_map(by_device, (keys, hp)))
-        return jax.tree_util.tree_map(lambda x: x.reshape(chunk_size, *x.shape[2:]), out)
-    return chunk
-
-
-def compile_chunk(spec: Spec, chunk_size: int, metric_opts: dict, devices: list | None = None,
-                  vmap_group: int | None = None):
-    """The bucket's program, compiled ahead of time so compile time is measured on its own.
-
-    The model axis is split over `devices` (default: the default device) with a 1-D mesh:
-    models are independent, so each device trains its share with no communication."""
-    devices = devices or jax.devices()[:1]
-    if chunk_size % len(devices):
-        raise ValueError(f"chunk_size={chunk_size} is not a multiple of {len(devices)} devices")
-    models = NamedSharding(Mesh(np.asarray(devices), ("model",)), PartitionSpec("model"))
-    train = make_train(spec, n_triples=metric_opts["grad_sym_triples"],
-                       triples_seed=metric_opts["triples_seed"],
-                       key_freq_min_share=metric_opts["key_freq_min_share"])
-    keys = jax.ShapeDtypeStruct((chunk_size,), jax.random.key(0).dtype)
-    hp = HParams(**{name: jax.ShapeDtypeStruct((chunk_size,), jnp.uint32 if name == "split_seed"
-                                               else jnp.float32) for name in HParams._fields})
-    chunk = chunk_function(train, chunk_size, len(devices), vmap_group)
-    return jax.jit(chunk, in_shardings=models, out_shardings=models).lower(keys, hp).compile()
-
-
-def run_chunk(compiled, runs: list[dict], chunk_size: int, keep_params: bool = False):
-    """Train and measure `runs` (padded to the compiled size). Returns host metric arrays of the
-    real runs, and with `keep_params` also their parameters (leading axis = run)."""
-    padded = runs + [runs[-1]] * (chunk_size - len(runs))
-    keys = jax.vmap(jax.random.key)(jnp.asarray([r["seed"] for r in padded], dtype=jnp.uint32))
-    inputs = jax.device_put((keys, HParams.from_runs(padded)), compiled.input_shardings[0])
-    params, metrics = compiled(*inputs)
-    metrics = {k: np.asarray(v)[: len(runs)] for k, v in jax.device_get(metrics).items()}
-    if not keep_params:
-        return metrics
-    return metrics, jax.tree_util.tree_map(lambda x: np.asarray(x)[: len(runs)], jax.device_get(params))
 
 
 def validated_runs(cfg: dict) -> list[dict]:
@@ -239,7 +146,7 @@ def is_out_of_memory(error: Exception) -> bool:
 
 
 def programs_of(spec: Spec, metric_opts: dict, size: int, compile_s: dict, devices: list | None = None,
-                vmap_group: int | None = None):
+                vmap_group: int | None = None, segment: int | None = None, progress=None):
     """program(n): the bucket's program for n models, compiled on first use and timed into
     compile_s (under repr(spec), or "<spec> x<n>" for the smaller sizes of a split)."""
     programs = {}
@@ -247,13 +154,93 @@ def programs_of(spec: Spec, metric_opts: dict, size: int, compile_s: dict, devic
     def program(n: int):
         if n not in programs:
             t0 = time.perf_counter()
-            programs[n] = compile_chunk(spec, n, metric_opts, devices, vmap_group=vmap_group)
+            programs[n] = compile_chunk(spec, n, metric_opts, devices, vmap_group=vmap_group,
+                                        segment=segment)
             compile_s[repr(spec) if n == size else f"{spec!r} x{n}"] = round(time.perf_counter() - t0, 3)
         return programs[n]
     return program
 
 
-def run_pieces(program, runs: list[dict], size: int, keep_params: bool, n_devices: int = 1):
+class Interrupted(KeyboardInterrupt):
+    """A stop asked for (Ctrl-C, SIGTERM) and honoured between two segments, the unfinished
+    chunk's state saved."""
+
+
+class StopRequest:
+    """Set by the first Ctrl-C or SIGTERM: the sweep stops after the current segment. A second
+    one stops at once (KeyboardInterrupt), losing only the unsaved part of the chunk."""
+
+    def __init__(self):
+        self.signal = None
+
+    def __call__(self, signum, frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+        log.warning("%s: stopping after this segment (its state is saved); press Ctrl-C again "
+                    "to stop at once", self.signal)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """A StopRequest installed for SIGINT and SIGTERM while the sweep runs (main thread only)."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield request
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class Segments:
+    """What happens between two segments of a chunk: the progress bar moves, the chunk's state
+    is saved every `every` seconds (and when a stop is requested, which then ends the sweep),
+    and a chunk with a saved state starts from it."""
+
+    def __init__(self, out_dir: Path, progress: Progress, stop: StopRequest | None, every: float):
+        self.out_dir, self.progress, self.stop, self.every = out_dir, progress, stop, every
+
+    def path(self, piece: list[dict], size: int) -> Path:
+        return checkpoint.path_of(self.out_dir, [r["run_id"] for r in piece], size)
+
+    def resume(self, piece: list[dict], size: int, segment: int) -> Resume | None:
+        """The piece's saved state, if it was saved by the same program (same segment length:
+        the same steps in the same programs, so the same bits as an uninterrupted run)."""
+        saved = checkpoint.load(self.path(piece, size))
+        if saved is None or saved[0] != segment:
+            return None
+        _, step, leaves, logged = saved
+        log.info("resuming %d model(s) at step %d from %s", len(piece), step,
+                 self.path(piece, size).relative_to(self.out_dir))
+        self.progress.advance(len(piece) * step)
+        return Resume(step, leaves, logged)
+
+    def callback(self, piece: list[dict], size: int, segment: int):
+        last_save = time.monotonic()
+
+        def on_segment(step: int, done: int, state_fn) -> None:
+            nonlocal last_save
+            self.progress.advance(len(piece) * done)
+            stopping = self.stop is not None and self.stop.signal is not None
+            if stopping or time.monotonic() - last_save >= self.every:
+                saved = state_fn()
+                checkpoint.save(self.path(piece, size), segment, saved.step, saved.leaves, saved.logged)
+                last_save = time.monotonic()
+            if stopping:
+                raise Interrupted(f"stopped at step {step} of a chunk of {len(piece)} model(s); "
+                                  "its state is saved")
+        return on_segment
+
+    def finished(self, piece: list[dict], size: int) -> None:
+        checkpoint.remove(self.path(piece, size))
+
+
+def run_pieces(program, runs: list[dict], size: int, keep_params: bool, n_devices: int = 1,
+               segments: Segments | None = None):
     """Train `runs` in pieces of `size` models, `program(size)` the compiled program. When the
     device runs out of memory, halve the size (recompiling; a multiple of n_devices, each device
     keeping a share) and go on, down to one model per device.
@@ -262,7 +249,11 @@ def run_pieces(program, runs: list[dict], size: int, keep_params: bool, n_device
     while start < len(runs):
         piece = runs[start: start + size]
         try:
-            result = run_chunk(program(size), piece, size, keep_params=keep_params)
+            compiled = program(size)
+            hooks = {} if segments is None else {
+                "on_segment": segments.callback(piece, size, compiled.segment),
+                "resume": segments.resume(piece, size, compiled.segment)}
+            result = run_chunk(compiled, piece, size, keep_params=keep_params, **hooks)
         except Exception as error:
             if size == n_devices or not is_out_of_memory(error):
                 raise
@@ -273,6 +264,12 @@ def run_pieces(program, runs: list[dict], size: int, keep_params: bool, n_device
             continue
         yield piece, result, size
         start += len(piece)
+
+
+def new_progress(runs: list[dict], done_ids: set[str]) -> Progress:
+    todo = [r for r in runs if r["run_id"] not in done_ids]
+    return Progress(len(runs), sum(r["steps"] for r in runs), done_models=len(runs) - len(todo),
+                    done_steps=sum(r["steps"] for r in runs if r["run_id"] in done_ids))
 
 
 def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
@@ -294,11 +291,15 @@ def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
         log.info("resuming %s: %d of %d runs already done", out_dir, len(runs) - len(todo), len(runs))
 
     start = time.perf_counter()
-    progress = Progress(len(runs), done=len(runs) - len(todo))
-    train_runs(cfg, out_dir, runs, done_ids, manifest, progress, devices)
-    progress.close()
-    if refine.options(cfg):
-        refine.run(cfg, out_dir, lambda extra: train_new_runs(cfg, out_dir, extra, manifest, devices))
+    with stop_on_signals() as stop:
+        progress = new_progress(runs, done_ids)
+        try:
+            train_runs(cfg, out_dir, runs, done_ids, manifest, progress, devices, stop)
+        finally:
+            progress.close()
+        if refine.options(cfg):
+            refine.run(cfg, out_dir, lambda extra: train_new_runs(cfg, out_dir, extra, manifest,
+                                                                  devices, stop))
 
     frame = results.assemble(out_dir)
     history.assemble(out_dir)
@@ -309,12 +310,14 @@ def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
 
 
 def train_new_runs(cfg: dict, out_dir: Path, runs: list[dict], manifest: dict,
-                   devices: list) -> pd.DataFrame:
+                   devices: list, stop: StopRequest | None = None) -> pd.DataFrame:
     """Train the runs not yet in out_dir (e.g. refinement's); return the rows of all `runs`."""
     done_ids = done_run_ids(out_dir)
-    progress = Progress(len(runs), done=sum(r["run_id"] in done_ids for r in runs))
-    train_runs(cfg, out_dir, runs, done_ids, manifest, progress, devices)
-    progress.close()
+    progress = new_progress(runs, done_ids)
+    try:
+        train_runs(cfg, out_dir, runs, done_ids, manifest, progress, devices, stop)
+    finally:
+        progress.close()
     wanted = {r["run_id"] for r in runs}
     frame = results.read_chunks(out_dir)
     return frame[frame["run_id"].isin(wanted)].reset_index(drop=True)
@@ -327,34 +330,43 @@ def done_run_ids(out_dir: Path) -> set[str]:
 
 
 def train_runs(cfg: dict, out_dir: Path, runs: list[dict], done_ids: set[str], manifest: dict,
-               progress: Progress, devices: list) -> None:
+               progress: Progress, devices: list, stop: StopRequest | None = None) -> None:
     """Train, measure, label and write the runs not in done_ids, chunk by chunk (one compiled
-    program per bucket, its model axis split over `devices`)."""
-    for bucket_runs in grid.buckets(runs).values():
-        if all(r["run_id"] in done_ids for r in bucket_runs):
-            continue
+    program per bucket, its model axis split over `devices`), segment by segment."""
+    sweep_cfg = cfg["sweep"]
+    segments = Segments(out_dir, progress, stop, sweep_cfg.get("checkpoint_every", 300))
+    buckets = [b for b in grid.buckets(runs).values() if any(r["run_id"] not in done_ids for r in b)]
+    for number, bucket_runs in enumerate(buckets, 1):
         spec = Spec.from_run(bucket_runs[0])
         # Sized from the whole bucket, done or not: the same programs as an uninterrupted run.
-        size = chunk_size_for(spec, len(bucket_runs), cfg["sweep"]["chunk_size"],
-                              cfg["sweep"]["max_chunk_size"], len(devices))
+        size = chunk_size_for(spec, len(bucket_runs), sweep_cfg["chunk_size"],
+                              sweep_cfg["max_chunk_size"], len(devices))
+        progress.note(f"bucket {number} of {len(buckets)}: {len(bucket_runs)} models, p={spec.p} "
+                      f"d_model={spec.d_model} steps={spec.steps} (compiling, then training)")
         program = programs_of(spec, cfg["metrics"], size, manifest["compile_s"], devices,
-                              cfg["sweep"].get("vmap_group"))
+                              sweep_cfg.get("vmap_group"), sweep_cfg.get("segment_steps"))
         fits = size  # models per program that fit the device (halved on running out of memory)
         for i in range(0, len(bucket_runs), size):
             chunk = [r for r in bucket_runs[i: i + size] if r["run_id"] not in done_ids]
             if not chunk:
                 continue
-            to_save = lambda run: weights.should_save(run, cfg["save_weights"], cfg["sweep"]["seed_start"])
+            to_save = lambda run: weights.should_save(run, cfg["save_weights"], sweep_cfg["seed_start"])
             keep = any(map(to_save, chunk))
-            for piece, result, fits in run_pieces(program, chunk, fits, keep, len(devices)):
-                metrics, params = result if keep else (result, None)
-                for j, run in enumerate(piece):  # weights first: a finished chunk has its files
-                    if to_save(run):
-                        weights.save(weights.path_of(out_dir, run["run_id"]),
-                                     weights.to_arrays(weights.model_at(params, j), run))
-                metrics, logged = split_history(metrics)
-                if logged:  # the history first: a finished chunk has its history too
-                    history.write_chunk(out_dir, history.rows(piece, logged, cfg["classify"]))
-                labels = classify(metrics, cfg["classify"])
-                results.write_chunk(out_dir, results.rows(piece, metrics, labels))
-                progress.update(len(piece))
+            for piece, result, fits in run_pieces(program, chunk, fits, keep, len(devices), segments):
+                record(out_dir, piece, result, keep, to_save, cfg["classify"])
+                segments.finished(piece, fits)
+                progress.models_done(len(piece))
+
+
+def record(out_dir: Path, piece: list[dict], result, keep: bool, to_save, thresholds: dict) -> None:
+    """Write a finished piece: weights first, then its history, then its rows (a chunk whose
+    rows are on disk has its other files too)."""
+    metrics, params = result if keep else (result, None)
+    for j, run in enumerate(piece):
+        if to_save(run):
+            weights.save(weights.path_of(out_dir, run["run_id"]),
+                         weights.to_arrays(weights.model_at(params, j), run))
+    metrics, logged = split_history(metrics)
+    if logged:
+        history.write_chunk(out_dir, history.rows(piece, logged, thresholds))
+    results.write_chunk(out_dir, results.rows(piece, metrics, classify(metrics, thresholds)))

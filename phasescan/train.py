@@ -1,16 +1,17 @@
-"""Training: one pure function trains one model, and a chunk of models is `jit(vmap(train))`.
+"""Training: pure functions of one model, vmapped over a chunk (phasescan/chunk.py).
 
-`make_train(spec, metric_opts)` returns `train(key, hp) -> (params, metrics)`:
+`make_program(spec)` returns the bucket's Program: `init(key, hp)`, `advance(state, key, hp,
+start)` (a segment of steps, one `lax.scan`) and `measure(state, hp)`; `make_train(spec)` is the
+same as one function `train(key, hp) -> (params, metrics)`.
   * `key` is the model's init key (jax.random.key(seed)),
   * `hp` is an `HParams` of per-model scalars (attention rate, lr, ...), so one compilation
-    serves every model of a bucket whatever their values,
-  * the steps are one `lax.scan`; the metrics are computed inside the same program.
+    serves every model of a bucket whatever their values.
 Only shape-changing fields (the `Spec`) are Python values.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,15 +24,6 @@ from .loss import LOSSES
 from .model import Transformer
 
 ADAM_EPS = 1e-8  # PyTorch's AdamW default, which the paper used
-# With train.log_every, the metrics dict also holds each metric's history under this prefix.
-HISTORY_PREFIX = "history/"
-
-
-def split_history(metrics: dict) -> tuple[dict, dict]:
-    """A chunk's metrics -> (final metrics, history metrics without the prefix; {} if none)."""
-    final = {k: v for k, v in metrics.items() if not k.startswith(HISTORY_PREFIX)}
-    logged = {k[len(HISTORY_PREFIX):]: v for k, v in metrics.items() if k.startswith(HISTORY_PREFIX)}
-    return final, logged
 
 
 class HParams(NamedTuple):
@@ -186,21 +178,54 @@ class SpikeState(NamedTuple):
         return self._asdict()
 
 
-def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
-               key_freq_min_share: float = 0.1) -> Callable:
-    """Build `train(key, hp) -> (params, metrics)` for one bucket."""
+class TrainState(NamedTuple):
+    """What one model's training carries from segment to segment."""
+    params: Any
+    opt_state: Any
+    spikes: SpikeState
+
+
+class Program(NamedTuple):
+    """One bucket's training as three pure functions of one model, vmapped over a chunk:
+
+      init(key, hp) -> TrainState
+      advance(state, key, hp, start) -> TrainState   `segment` steps start, start + 1, ... in one
+                                                      lax.scan; steps from spec.steps on are
+                                                      skipped, so any segment length fits
+      measure(state, hp) -> metrics                  every metric of the model as it stands
+
+    The host calls advance segment after segment (progress, interruption, checkpoints, the
+    train.log_every history); the steps themselves never leave the device."""
+    init: Callable
+    advance: Callable
+    measure: Callable
+    segment: int
+
+
+def make_program(spec: Spec, segment: int | None = None, n_triples: int | str = 300,
+                 triples_seed: int = 0, key_freq_min_share: float = 0.1) -> Program:
+    """The bucket's Program; `segment` steps per advance (default: all of them at once)."""
+    segment = min(segment or spec.steps, spec.steps)
     dataset = data.Dataset(spec.p, spec.op, spec.input_format)
     triples = jnp.asarray(metrics.grad_sym_triples(spec.p, n_triples, triples_seed))
 
-    def train(key: jax.Array, hp: HParams):
+    def setup(hp: HParams):
+        """What every function derives from a model's hyperparameters (cheap: recomputed)."""
         net = build_net(spec, dataset, hp.attn_rate)
         train_idx, _ = data.split(jax.random.key(hp.split_seed), dataset.n_pairs, spec.train_frac)
-        train_tokens, train_labels = dataset.tokens[train_idx], dataset.labels[train_idx]
-        mask = data.indicator(train_idx, dataset.n_pairs)  # for the metrics' train/test split
-        params = net.init(key)
         # Decoupled weight decay scaled by the learning rate, as PyTorch's AdamW and optax do.
         optimizer = optax.adamw(warmup_schedule(hp), b1=hp.beta1, b2=hp.beta2, eps=ADAM_EPS,
                                 weight_decay=hp.weight_decay)
+        return net, train_idx, optimizer
+
+    def init(key: jax.Array, hp: HParams) -> TrainState:
+        net, _, optimizer = setup(hp)
+        params = net.init(key)
+        return TrainState(params, optimizer.init(params), SpikeState.start())
+
+    def advance(state: TrainState, key: jax.Array, hp: HParams, start: jax.Array) -> TrainState:
+        _, train_idx, optimizer = setup(hp)
+        train_tokens, train_labels = dataset.tokens[train_idx], dataset.labels[train_idx]
 
         def loss_fn(params, step_key):
             # Full batch: every train pair (and only those: the test pairs cost nothing), every
@@ -212,35 +237,37 @@ def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
                 tokens, labels = tokens[pick], labels[pick]
             return mean_loss(spec, dataset, hp.attn_rate, params, tokens, labels)
 
-        def step(carry, step_index):
-            params, opt_state, spikes = carry
-            step_key = jax.random.fold_in(key, step_index)
-            loss, grads = jax.value_and_grad(loss_fn)(params, step_key)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            spikes = spikes.update(step_index, loss)
-            return (optax.apply_updates(params, updates), opt_state, spikes), None
+        def step(state: TrainState, step_index) -> TrainState:
+            loss, grads = jax.value_and_grad(loss_fn)(state.params, jax.random.fold_in(key, step_index))
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            return TrainState(optax.apply_updates(state.params, updates), opt_state,
+                              state.spikes.update(step_index, loss))
 
-        def measure(carry):
-            params, _, spikes = carry
-            return metrics.evaluate(net, params, dataset, mask, triples, key_freq_min_share) \
-                | spikes.columns()
+        def guarded(state, step_index):
+            # `start` is the same for every model of a chunk (not vmapped): a real branch
+            return jax.lax.cond(step_index < spec.steps, step, lambda s, _: s, state, step_index), None
 
-        carry = (params, optimizer.init(params), SpikeState.start())
-        if not spec.log_every:
-            carry, _ = jax.lax.scan(step, carry, jnp.arange(spec.steps))
-            return carry[0], measure(carry)
-        # Time-resolved: an outer scan over segments of log_every steps (the inner scan runs the
-        # very same steps), measuring at each segment end, all on device. The history (step 0,
-        # K, 2K, ..., steps) rides along in the metrics dict as HISTORY_PREFIX + name entries.
-        def segment(carry, first_step):
-            carry, _ = jax.lax.scan(step, carry, first_step + jnp.arange(spec.log_every))
-            return carry, measure(carry)
+        body = guarded if spec.steps % segment else lambda state, i: (step(state, i), None)
+        state, _ = jax.lax.scan(body, state, start + jnp.arange(segment))
+        return state
 
-        n_segments = spec.steps // spec.log_every
-        final_carry, logged = jax.lax.scan(segment, carry, jnp.arange(n_segments) * spec.log_every)
-        final = jax.tree_util.tree_map(lambda h: h[-1], logged)
-        logged = jax.tree_util.tree_map(lambda h0, h: jnp.concatenate([h0[None], h]),
-                                        measure(carry), logged)
-        return final_carry[0], final | {HISTORY_PREFIX + name: h for name, h in logged.items()}
+    def measure(state: TrainState, hp: HParams) -> dict[str, jax.Array]:
+        net, train_idx, _ = setup(hp)
+        mask = data.indicator(train_idx, dataset.n_pairs)  # the metrics' train/test split
+        return metrics.evaluate(net, state.params, dataset, mask, triples, key_freq_min_share) \
+            | state.spikes.columns()
 
-    return precision.traced_under(spec.precision, train)
+    under = lambda fn: precision.traced_under(spec.precision, fn)
+    return Program(under(init), under(advance), under(measure), segment)
+
+
+def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
+               key_freq_min_share: float = 0.1) -> Callable:
+    """`train(key, hp) -> (params, metrics)`: one model's whole training as one pure function
+    (the Program in a single segment), for the one-model-at-a-time baseline and the tests."""
+    program = make_program(spec, spec.steps, n_triples, triples_seed, key_freq_min_share)
+
+    def train(key: jax.Array, hp: HParams):
+        state = program.advance(program.init(key, hp), key, hp, jnp.int32(0))
+        return state.params, program.measure(state, hp)
+    return train

@@ -7,7 +7,7 @@ import pytest
 from phasescan import grid, load
 from phasescan.config import ConfigError
 from phasescan.results import ID_COLUMNS, FIELD_COLUMNS, METRIC_COLUMNS
-from phasescan.sweep import compile_chunk, run_chunk
+from phasescan.chunk import compile_chunk, run_chunk
 from phasescan.train import Spec
 
 from conftest import TINY, compose, run_cli

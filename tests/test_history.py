@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 
 from phasescan import grid, history
-from phasescan.sweep import compile_chunk, run_chunk
-from phasescan.train import Spec, split_history
+from phasescan.chunk import compile_chunk, run_chunk, split_history
+from phasescan.train import Spec
 
 from conftest import TINY, compose, run_cli
 

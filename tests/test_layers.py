@@ -10,9 +10,9 @@ PACKAGE = ROOT / "phasescan"
 # Lowest first. A module may import modules of its own layer or of a lower one, never a higher.
 LAYERS = {
     "spec": ["tasks", "classify", "config", "grid", "shard", "progress"],  # no JAX
-    "engine": ["model", "linear", "data", "precision", "loss", "metrics", "train",
+    "engine": ["model", "linear", "data", "precision", "loss", "metrics", "train", "chunk",
                "compile_cache", "determinism"],
-    "storage": ["results", "history", "weights"],
+    "storage": ["results", "history", "weights", "checkpoint"],
     "analysis": ["boundary", "table", "refine"],
     "orchestration": ["sweep", "retrain"],
     "figures": ["style", "plot_beyond", "plot"],

@@ -216,13 +216,14 @@ def test_diverging_model_is_labelled_and_contained(cache_env):
 # --- out of memory --------------------------------------------------------------------------
 
 class FailingProgram:
-    """Stands in for a compiled chunk program that fails with `message` when called."""
-    input_shardings = (None,)  # run_chunk places its inputs with these: the default device
+    """Stands in for a compiled chunk program that fails with `message` when it starts."""
+    models = None  # run_chunk places its inputs with this sharding: the default device
+    segment = 1
 
     def __init__(self, message: str):
         self.message = message
 
-    def __call__(self, *args):
+    def init(self, *args):
         raise jax.errors.JaxRuntimeError(self.message)
 
 
