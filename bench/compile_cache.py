@@ -1,6 +1,6 @@
 """Compile time of a sweep without the persistent compilation cache, with a cold (empty) cache
 and with a warm one (a rerun of the same buckets in a new process), as phasescan records it in
-manifest.json (`compile_s`: seconds per bucket, from sweep.compile_chunk).
+manifest.json (`compile_s`: seconds per bucket, from chunk.compile_chunk).
 
     python -m bench.compile_cache [phasescan overrides...]   # default: the demo sweep, 100 steps
 

@@ -14,32 +14,27 @@ import jax.numpy as jnp
 
 from phasescan import grid
 from phasescan.config import compose
-from phasescan.sweep import compile_chunk, run_chunk
-from phasescan.train import HParams, Spec, make_train
+from phasescan.chunk import compile_chunk, run_chunk
+from phasescan.train import HParams, Spec, make_program
 
 
 def logging_flops(spec, metric_opts: dict) -> dict:
-    """XLA's FLOP count of one measurement and of one training step of one model.
-
-    XLA's cost analysis counts a loop body once, whatever its trip count, so the program without
-    logging counts init + one step + one measurement, and the program with logging counts one
-    more measurement (the one before the first segment): their difference is one measurement.
-    """
-
-    def flops(log_every):
-        train = make_train(dataclasses.replace(spec, log_every=log_every),
-                           n_triples=metric_opts["grad_sym_triples"],
+    """XLA's FLOP count of one measurement and of one training step of one model: the Program's
+    `measure`, and its `advance` over a segment of one step."""
+    program = make_program(spec, 1, n_triples=metric_opts["grad_sym_triples"],
                            triples_seed=metric_opts["triples_seed"],
                            key_freq_min_share=metric_opts["key_freq_min_share"])
-        key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
-        hp = HParams(**{n: jax.ShapeDtypeStruct((), jnp.uint32 if n == "split_seed" else jnp.float32)
-                        for n in HParams._fields})
-        cost = jax.jit(train).lower(key, hp).compile().cost_analysis()
+    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
+    hp = HParams(**{n: jax.ShapeDtypeStruct((), jnp.uint32 if n == "split_seed" else jnp.float32)
+                    for n in HParams._fields})
+    state = jax.eval_shape(program.init, key, hp)
+
+    def flops(fn, *args):
+        cost = jax.jit(fn).lower(*args).compile().cost_analysis()
         return float((cost[0] if isinstance(cost, list) else cost)["flops"])
 
-    plain, logged = flops(None), flops(spec.log_every or spec.steps)
-    measure = logged - plain
-    step = plain - measure  # includes the (small) initialisation
+    measure = flops(program.measure, state, hp)
+    step = flops(program.advance, state, key, hp, jax.ShapeDtypeStruct((), jnp.int32))
     n_logged = spec.steps // spec.log_every + 1 if spec.log_every else 1
     return {"measure_flops": measure, "step_flops": step,
             "overhead": (n_logged - 1) * measure / (spec.steps * step + measure)}

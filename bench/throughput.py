@@ -3,7 +3,7 @@
     python -m bench.throughput                       # 16 small models (p 23, d 64, 500 steps)
     python bench/throughput.py --p 59 --d-model 128 --steps 20000 --models 1000 --seq-models 2
 
-(a) engine:     sweep.compile_chunk / sweep.run_chunk: one jit(vmap(train)) program trains and
+(a) engine:     chunk.compile_chunk / chunk.run_chunk: one jit(vmap(...)) program per step kind trains and
                 measures every model, the steps one lax.scan on the device.
 (b) sequential: the paper's way. One jitted model at a time, a Python loop over the steps, a
                 test-set evaluation after every step read back to the host (PyTorch's .item()),
@@ -34,7 +34,7 @@ import numpy as np
 import optax
 from hydra.errors import HydraException
 
-from phasescan import data, grid, metrics, precision, sweep, train
+from phasescan import chunk, data, grid, metrics, precision, sweep, train
 from phasescan.loss import accurate_cross_entropy
 from phasescan.config import PRECISIONS, ConfigError, compose
 
@@ -80,12 +80,12 @@ def measure_peak(precision_name: str, n: int, repeats: int = 5) -> dict:
 def run_engine(runs: list[dict], metric_opts: dict, chunk_size: int, vmap_group: int | None = None) -> dict:
     spec = train.Spec.from_run(runs[0])
     t0 = time.perf_counter()
-    compiled = sweep.compile_chunk(spec, chunk_size, metric_opts, vmap_group=vmap_group)
+    compiled = chunk.compile_chunk(spec, chunk_size, metric_opts, vmap_group=vmap_group)
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = {k: [] for k in ("train_loss", "grad_sym", "dist_irr")}
     for i in range(0, len(runs), chunk_size):
-        chunk_metrics = sweep.run_chunk(compiled, runs[i: i + chunk_size], chunk_size)
+        chunk_metrics = chunk.run_chunk(compiled, runs[i: i + chunk_size], chunk_size)
         for k in out:
             out[k].append(chunk_metrics[k])
     run_s = time.perf_counter() - t0  # run_chunk returns host arrays: the work is finished

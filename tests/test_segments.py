@@ -1,0 +1,115 @@
+"""Training in segments: the bar moves inside a chunk, a stop is honoured within one segment, and
+a sweep killed inside a chunk resumes there with the numbers of an uninterrupted run."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from phasescan import checkpoint, results
+from phasescan.chunk import compile_chunk, run_chunk
+from phasescan import grid
+from phasescan.sweep import run_sweep
+from phasescan.train import Spec
+
+from conftest import ROOT, TINY, compose
+
+# One chunk of 2 models, long enough to be stopped in the middle: 40 segments of 50 steps, the
+# state saved after every one of them.
+LONG = ["task.p=11", "model.d_model=16", "train.steps=2000", "sweep.seeds=1",
+        "sweep.axes.attn_rate=[0.0,1.0]", "plot=false", "metrics.grad_sym_triples=20",
+        "sweep.segment_steps=50", "sweep.checkpoint_every=0"]
+COLUMNS = ["train_loss", "test_loss", "grad_sym", "dist_irr", "circularity", "param_norm",
+           "spike_loss", "fit_step"]
+
+
+def test_segments_give_the_numbers_of_one_call(tiny_cfg):
+    """Advancing a chunk 60 steps at once or in segments of 7 (the last one partial) trains the
+    same models: the steps are the same, the segment boundary only hands the state back."""
+    runs = grid.expand(tiny_cfg)
+    spec = Spec.from_run(runs[0])
+    whole = run_chunk(compile_chunk(spec, len(runs), tiny_cfg["metrics"], segment=60), runs, len(runs))
+    seen = []
+    pieces = run_chunk(compile_chunk(spec, len(runs), tiny_cfg["metrics"], segment=7), runs,
+                       len(runs), on_segment=lambda step, done, state: seen.append((step, done)))
+    assert seen[:2] == [(7, 7), (14, 7)] and seen[-1] == (60, 4) and len(seen) == 9
+    for name in COLUMNS:
+        np.testing.assert_allclose(pieces[name], whole[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return run_sweep(compose(*LONG), tmp_path_factory.mktemp("whole") / "out")
+
+
+def start(out, log_path):
+    command = [sys.executable, "-m", "phasescan", *LONG, f"out_dir={out}"]
+    return command, subprocess.Popen(command, cwd=ROOT, stdout=open(log_path, "w"),
+                                     stderr=subprocess.STDOUT)
+
+
+def wait_for_state(proc, out, min_step=200, timeout=300):
+    """Until the chunk's saved state has reached `min_step` (the process is inside the chunk)."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        for path in (out / checkpoint.STATE_DIR).glob("chunk-*.npz"):
+            saved = checkpoint.load(path)
+            if saved is not None and saved[1] >= min_step:
+                return saved[1]
+        time.sleep(0.05)
+    raise AssertionError(f"no saved state reached step {min_step}")
+
+
+def assert_same_rows(got: pd.DataFrame, want: pd.DataFrame):
+    assert list(got["run_id"]) == list(want["run_id"])
+    for name in COLUMNS:  # bit for bit: the same steps in the same programs
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert list(got["algorithm"]) == list(want["algorithm"])
+
+
+def test_killed_inside_a_chunk_resumes_there(tmp_path, uninterrupted):
+    out = tmp_path / "out"
+    command, proc = start(out, tmp_path / "first.log")
+    step = wait_for_state(proc, out)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert not (out / results.RUNS).exists() and results.read_chunks(out) is None  # mid-chunk
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    resumed = [line for line in again.stderr.splitlines() if "resuming 2 model(s) at step" in line]
+    assert resumed and int(resumed[0].split("at step ")[1].split()[0]) >= step
+    assert not list((out / checkpoint.STATE_DIR).glob("*.npz"))  # removed once the rows are in
+    assert_same_rows(pd.read_parquet(out / results.RUNS), uninterrupted)
+
+
+def test_sigterm_stops_within_a_segment_and_says_how_to_resume(tmp_path, uninterrupted):
+    out = tmp_path / "out"
+    command, proc = start(out, tmp_path / "first.log")
+    wait_for_state(proc, out, min_step=100)
+    stopped_at = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+    assert time.monotonic() - stopped_at < 30  # one segment of 50 tiny steps, not the chunk
+    said = (tmp_path / "first.log").read_text()
+    assert "stopping after this segment" in said and "Resume with:" in said
+    resume = said.split("Resume with:")[1].strip().splitlines()[0]
+    assert resume.startswith("python -m phasescan") and f"out_dir={out}" in resume
+    assert "Traceback" not in said
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "resuming 2 model(s) at step" in again.stderr
+    assert_same_rows(pd.read_parquet(out / results.RUNS), uninterrupted)
+
+
+def test_the_bar_moves_during_a_chunk(tmp_path):
+    """Progress is counted in model-steps, segment by segment: a log shows the compile note
+    before training and the bar's rates and ETA."""
+    proc = subprocess.run([sys.executable, "-m", "phasescan", *TINY, "sweep.segment_steps=20",
+                           f"out_dir={tmp_path / 'out'}"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "bucket 1 of 1: 4 models" in proc.stderr
+    assert "models/s" in proc.stderr and "model-steps/s" in proc.stderr and "ETA" in proc.stderr
