@@ -25,8 +25,7 @@ def logging_flops(spec, metric_opts: dict) -> dict:
                            triples_seed=metric_opts["triples_seed"],
                            key_freq_min_share=metric_opts["key_freq_min_share"])
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
-    hp = HParams(**{n: jax.ShapeDtypeStruct((), jnp.uint32 if n == "split_seed" else jnp.float32)
-                    for n in HParams._fields})
+    hp = HParams.abstract()
     state = jax.eval_shape(program.init, key, hp)
 
     def flops(fn, *args):

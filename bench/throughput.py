@@ -34,7 +34,7 @@ import numpy as np
 import optax
 from hydra.errors import HydraException
 
-from phasescan import chunk, data, grid, metrics, precision, sweep, train
+from phasescan import chunk, data, grid, metrics, precision, train
 from phasescan.loss import accurate_cross_entropy
 from phasescan.config import PRECISIONS, ConfigError, compose
 
@@ -109,7 +109,7 @@ def sequential_programs(spec: train.Spec, metric_opts: dict) -> dict:
 
     def init(key, hp):
         params = net_of(hp.attn_rate).init(key)
-        split = data.split(jax.random.key(hp.split_seed), dataset.n_pairs, spec.train_frac)
+        split = data.split(jax.random.key(hp.data_seed), dataset.n_pairs, spec.train_frac)
         return params, optimizer(hp).init(params), split
 
     def loss(params, hp, split):  # the train pairs only, as PyTorch's full batch

@@ -65,7 +65,7 @@ def results_dir(cfg: dict) -> Path:
 def main(cfg: DictConfig) -> None:
     from .compile_cache import enable as enable_compile_cache
     from .determinism import enable as enable_determinism
-    from .sweep import choose_out_dir, run_sweep  # after Hydra parsed the command line: --help stays fast
+    from .sweep import choose_out_dir, make_plan, run_sweep  # after Hydra parsed the command line: --help stays fast
 
     setup_logging()
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
@@ -74,8 +74,9 @@ def main(cfg: DictConfig) -> None:
     out_dir = None  # known once results_dir has run; Ctrl-C may come before
     try:
         out_dir = results_dir(cfg_dict)
-        out_dir = choose_out_dir(cfg_dict, out_dir)  # validates; out_dir_taken=sibling may move it
-        frame = run_sweep(cfg_dict, out_dir, OmegaConf.to_yaml(cfg))
+        plan = make_plan(cfg_dict)  # the one validation: everything below reads the plan
+        out_dir = choose_out_dir(plan, out_dir)  # out_dir_taken=sibling may move it
+        frame = run_sweep(plan, out_dir, OmegaConf.to_yaml(cfg))
     except ConfigError as error:
         fail(error)
     except KeyboardInterrupt as stop:

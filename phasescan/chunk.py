@@ -95,10 +95,7 @@ def chunk_function(fn: Callable, chunk_size: int, n_devices: int, vmap_group: in
 
 def abstract_inputs(chunk_size: int) -> tuple:
     """Shapes of a chunk's per-model inputs: init keys and HParams (leading axis = model)."""
-    keys = jax.ShapeDtypeStruct((chunk_size,), jax.random.key(0).dtype)
-    hp = HParams(**{name: jax.ShapeDtypeStruct((chunk_size,), jnp.uint32 if name == "split_seed"
-                                               else jnp.float32) for name in HParams._fields})
-    return keys, hp
+    return jax.ShapeDtypeStruct((chunk_size,), jax.random.key(0).dtype), HParams.abstract((chunk_size,))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -149,11 +149,12 @@ def cross_check(run: dict) -> list[str]:
     return problems
 
 
-def _is_int(v) -> bool:
+def is_int(v) -> bool:
+    """An integer value, not a bool (YAML's true is a Python int)."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v) -> bool:
+def is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -168,30 +169,30 @@ def check_options(cfg: dict) -> list[str]:
             problems.append(f"{where}={value!r}: must be {allowed}")
 
     size = sweep.get("chunk_size", "auto")
-    need(size == "auto" or _is_int(size) and size > 0, "sweep.chunk_size", size,
+    need(size == "auto" or is_int(size) and size > 0, "sweep.chunk_size", size,
          "auto or a positive integer (models per compiled program)")
     size = sweep.get("max_chunk_size", 1024)
-    need(_is_int(size) and size > 0, "sweep.max_chunk_size", size, "a positive integer")
+    need(is_int(size) and size > 0, "sweep.max_chunk_size", size, "a positive integer")
     group = sweep.get("vmap_group")
-    need(group is None or _is_int(group) and group > 0, "sweep.vmap_group", group,
+    need(group is None or is_int(group) and group > 0, "sweep.vmap_group", group,
          "null (all of a device's models side by side) or a positive integer")
     seed = sweep.get("sample_seed", 0)
-    need(_is_int(seed) and seed >= 0, "sweep.sample_seed", seed, "a non-negative integer")
+    need(is_int(seed) and seed >= 0, "sweep.sample_seed", seed, "a non-negative integer")
     segment = sweep.get("segment_steps")
-    need(segment is None or _is_int(segment) and segment > 0, "sweep.segment_steps", segment,
+    need(segment is None or is_int(segment) and segment > 0, "sweep.segment_steps", segment,
          "null (500) or a positive integer (steps per device call)")
     every = sweep.get("checkpoint_every", 300)
-    need(_is_number(every) and every >= 0, "sweep.checkpoint_every", every,
+    need(is_number(every) and every >= 0, "sweep.checkpoint_every", every,
          "a number of seconds >= 0 (0: after every segment)")
 
     metric_opts = cfg.get("metrics") or {}
     n = metric_opts.get("grad_sym_triples", 300)
-    need(n == "all" or _is_int(n) and n > 0, "metrics.grad_sym_triples", n,
+    need(n == "all" or is_int(n) and n > 0, "metrics.grad_sym_triples", n,
          'a positive integer or "all"')
     seed = metric_opts.get("triples_seed", 0)
-    need(_is_int(seed) and seed >= 0, "metrics.triples_seed", seed, "a non-negative integer")
+    need(is_int(seed) and seed >= 0, "metrics.triples_seed", seed, "a non-negative integer")
     share = metric_opts.get("key_freq_min_share", 0.1)
-    need(_is_number(share) and 0 < share <= 1, "metrics.key_freq_min_share", share,
+    need(is_number(share) and 0 < share <= 1, "metrics.key_freq_min_share", share,
          "a number in (0, 1]")
 
     thresholds = cfg.get("classify") or {}
@@ -202,11 +203,11 @@ def check_options(cfg: dict) -> list[str]:
         if key not in thresholds:
             problems.append(f"classify.{key}: missing")
         else:
-            need(_is_number(thresholds[key]) and 0 <= thresholds[key] <= 1, f"classify.{key}",
+            need(is_number(thresholds[key]) and 0 <= thresholds[key] <= 1, f"classify.{key}",
                  thresholds[key], "a number in [0, 1]")
 
     save = cfg.get("save_weights", "none")
-    need(save in ("none", "all", None) or _is_int(save) and save > 0, "save_weights", save,
+    need(save in ("none", "all", None) or is_int(save) and save > 0, "save_weights", save,
          "none, all or a positive integer (the number of seeds per grid cell whose weights are kept)")
     need(isinstance(cfg.get("plot", False), bool), "plot", cfg.get("plot"), "true or false")
     need(isinstance(cfg.get("deterministic", True), bool), "deterministic", cfg.get("deterministic"),

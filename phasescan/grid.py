@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import FIELDS, STATIC, ConfigError, coerce, cross_check
+from .config import FIELDS, STATIC, ConfigError, coerce, cross_check, is_int
 
-_RANGE = re.compile(r"^\s*(linspace|logspace|geomspace|uniform|loguniform)\s*\((.*)\)\s*$")
+RANGE = re.compile(r"^\s*(linspace|logspace|geomspace|uniform|loguniform)\s*\((.*)\)\s*$")
 
 
 def axis_values(name: str, spec: Any, sample_seed: int) -> list:
@@ -34,8 +34,8 @@ def axis_values(name: str, spec: Any, sample_seed: int) -> list:
                               "uniform, loguniform with a list of arguments")
         (kind, args), = spec.items()
         spec = f"{kind}({','.join(str(a) for a in args)})"
-    if isinstance(spec, str) and (FIELDS[name].type is not str or _RANGE.match(spec)):
-        match = _RANGE.match(spec)
+    if isinstance(spec, str) and (FIELDS[name].type is not str or RANGE.match(spec)):
+        match = RANGE.match(spec)
         if not match:
             raise ConfigError(f"{where}={spec!r}: expected a list, or one of linspace(a,b,n), "
                               "logspace(a,b,n[,base]), geomspace(a,b,n), uniform(a,b,n), loguniform(a,b,n)")
@@ -67,10 +67,10 @@ def axis_values(name: str, spec: Any, sample_seed: int) -> list:
 
 def seeds_of(sweep: dict) -> list[int]:
     seeds = sweep.get("seeds")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+    if not is_int(seeds) or seeds < 1:
         raise ConfigError(f"sweep.seeds={seeds!r}: must be a positive integer (the number of seeds)")
     start = sweep.get("seed_start", 0)
-    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+    if not is_int(start) or start < 0:
         raise ConfigError(f"sweep.seed_start={start!r}: must be a non-negative integer")
     return list(range(start, start + seeds))
 
@@ -177,6 +177,12 @@ def variants_of(cfg: dict, axes: dict) -> list[dict]:
     return out
 
 
+def data_seed(point: dict, seed: int) -> int:
+    """The seed of a run's train/test split: task.split_seed when set (one split for all), else
+    the run's own seed."""
+    return seed if point["split_seed"] is None else point["split_seed"]
+
+
 def run_id(run: dict) -> str:
     """A stable id derived from everything that determines the trained model."""
     identity = {name: run[name] for name, f in FIELDS.items() if f.identity}
@@ -218,8 +224,7 @@ def expand(cfg: dict) -> list[dict]:
             if problems:  # no runs from an invalid config; the loop goes on to find every problem
                 continue
             for seed in seeds:
-                split_seed = point["split_seed"]
-                run = point | {"seed": seed, "data_seed": seed if split_seed is None else split_seed}
+                run = point | {"seed": seed, "data_seed": data_seed(point, seed)}
                 run["run_id"] = run_id(run)
                 if run["run_id"] in seen:  # two variants that are the same model
                     problems.append(f"sweep.variants[{v}]: repeats runs of "

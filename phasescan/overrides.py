@@ -7,7 +7,6 @@ the rest of the command line, before anything is trained or written.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -15,10 +14,9 @@ from hydra.core.override_parser.types import OverrideType
 from hydra.errors import HydraException
 
 from .config import ConfigError, compose
+from .grid import RANGE  # Hydra would read linspace(0,1,3) as a call of its own
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-# grid's compact ranges: Hydra would read `linspace(0,1,3)` as a call of its own functions.
-_RANGE_VALUE = re.compile(r"^(linspace|logspace|geomspace|uniform|loguniform)\s*\(.*\)$")
 
 
 def quote_ranges(args: list[str]) -> list[str]:
@@ -26,7 +24,7 @@ def quote_ranges(args: list[str]) -> list[str]:
     quoted = []
     for arg in args:
         key, sep, value = arg.partition("=")
-        if sep and not arg.startswith("-") and _RANGE_VALUE.match(value.strip()):
+        if sep and not arg.startswith("-") and RANGE.match(value):
             arg = f"{key}='{value.strip()}'"
         quoted.append(arg)
     return quoted

@@ -34,7 +34,7 @@ from matplotlib.patches import Patch
 from . import boundary, grid, results, retrain, table, weights
 from .classify import ALGORITHMS
 from .config import ConfigError
-from .style import COLORS, LABELS, LOG_AXES, STYLE, label
+from .style import COLORS, LOG_AXES, STYLE, label
 
 FIGURES = "figures"
 BOUNDARY_CSV = "boundary.csv"

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import boundary, grid, results
-from .config import FIELDS, ConfigError
+from .config import FIELDS, ConfigError, is_int, is_number
 
 REFINEMENT = "refinement.parquet"
 Labeller = Callable[[list[dict]], pd.DataFrame]
@@ -51,10 +51,10 @@ def options(cfg: dict) -> dict | None:
     problems = []
     for key in ("budget", "rounds", "seeds", "max_seeds", "n_boot"):
         v = opts[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        if not is_int(v) or v < 1:
             problems.append(f"refinement.{key}={v!r}: must be a positive integer")
     tol = opts["tolerance"]
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or tol <= 0:
+    if not is_number(tol) or tol <= 0:
         problems.append(f"refinement.tolerance={tol!r}: must be a number > 0")
     floats = [n for n, f in FIELDS.items() if f.type is float]
     if opts["x"] not in floats:
@@ -125,7 +125,7 @@ def new_runs(frame: pd.DataFrame, point: tuple, opts: dict, round_: int) -> list
     runs = []
     for seed in seeds:
         run = template | {x: x_value, "seed": seed, "refine_round": round_}
-        run["data_seed"] = seed if run["split_seed"] is None else run["split_seed"]
+        run["data_seed"] = grid.data_seed(run, seed)
         run["run_id"] = grid.run_id(run)
         runs.append(run)
     return runs

@@ -9,7 +9,7 @@ from __future__ import annotations
 import heapq
 from pathlib import Path
 
-from .config import ConfigError
+from .config import ConfigError, is_int
 
 
 def cost(run: dict) -> int:
@@ -27,9 +27,9 @@ def cost(run: dict) -> int:
 def shard_options(sweep: dict) -> tuple[int, int]:
     """(shard, num_shards), validated."""
     n, i = sweep.get("num_shards", 1), sweep.get("shard", 0)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if not is_int(n) or n < 1:
         raise ConfigError(f"sweep.num_shards={n!r}: must be a positive integer (1 = no sharding)")
-    if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n:
+    if not is_int(i) or not 0 <= i < n:
         raise ConfigError(f"sweep.shard={i!r}: must be an integer in 0..{n - 1} (sweep.num_shards={n})")
     return i, n
 

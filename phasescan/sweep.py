@@ -12,6 +12,7 @@ same chunk loop, `train_runs`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ import pandas as pd
 from . import checkpoint, grid, history, refine, results, shard, weights
 from .chunk import Resume, chunk_size_for, compile_chunk, run_chunk, split_history
 from .classify import classify
-from .config import ConfigError, check_options
+from .config import ConfigError, check_options, is_int
 from .progress import Progress
 from .train import Spec
 
@@ -39,7 +40,7 @@ def sweep_devices(sweep: dict) -> list:
     n = sweep.get("devices")
     if n is None:
         return available
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(available):
+    if not is_int(n) or not 1 <= n <= len(available):
         raise ConfigError(f"sweep.devices={n!r}: must be null (all {len(available)} local "
                           f"devices) or an integer in 1..{len(available)}")
     return available[:n]
@@ -81,6 +82,28 @@ def validated_runs(cfg: dict) -> list[dict]:
     return runs
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A sweep validated once: the resolved config, this process's runs (grid order; its shard's
+    with sweep.num_shards > 1), the devices each chunk is split over, and the identity that an
+    out_dir is matched by. Made by `make_plan`; everything after it reads it (read-only)."""
+    cfg: dict
+    runs: tuple
+    devices: tuple
+    identity: str
+
+
+def make_plan(cfg: dict) -> Plan:
+    """Validate the whole config (every problem in one ConfigError) and expand it, once."""
+    runs = validated_runs(cfg)
+    return Plan(cfg, tuple(runs), tuple(sweep_devices(cfg["sweep"])), sweep_identity(runs, cfg))
+
+
+def as_plan(plan_or_cfg) -> Plan:
+    """A Plan, or one made from a config dict (the Python API and the tests pass configs)."""
+    return plan_or_cfg if isinstance(plan_or_cfg, Plan) else make_plan(plan_or_cfg)
+
+
 def out_dir_holds(out_dir: Path, identity: str) -> str | None:
     """None if out_dir is free (absent, empty) or holds this sweep; else what it holds."""
     if not out_dir.exists():
@@ -118,10 +141,10 @@ def pick_out_dir(out_dir: Path, identity: str, taken: str = "refuse") -> Path:
     return sibling
 
 
-def choose_out_dir(cfg: dict, out_dir: Path) -> Path:
-    """Where run_sweep(cfg, out_dir) writes (validates cfg; see pick_out_dir)."""
-    identity = sweep_identity(validated_runs(cfg), cfg)
-    return pick_out_dir(out_dir, identity, cfg.get("out_dir_taken", "refuse"))
+def choose_out_dir(plan: Plan | dict, out_dir: Path) -> Path:
+    """Where run_sweep(plan, out_dir) writes (see pick_out_dir)."""
+    plan = as_plan(plan)
+    return pick_out_dir(out_dir, plan.identity, plan.cfg.get("out_dir_taken", "refuse"))
 
 
 def prepare_out_dir(out_dir: Path, cfg_yaml: str, identity: str) -> dict:
@@ -272,13 +295,12 @@ def new_progress(runs: list[dict], done_ids: set[str]) -> Progress:
                     done_steps=sum(r["steps"] for r in runs if r["run_id"] in done_ids))
 
 
-def run_sweep(cfg: dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
+def run_sweep(plan: Plan | dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
     """Train and measure every run of the sweep into out_dir; return the runs table."""
-    runs = validated_runs(cfg)
-    devices = sweep_devices(cfg["sweep"])
-    identity = sweep_identity(runs, cfg)
-    out_dir = pick_out_dir(out_dir, identity, cfg.get("out_dir_taken", "refuse"))
-    manifest = prepare_out_dir(out_dir, cfg_yaml, identity)
+    plan = as_plan(plan)
+    cfg, runs, devices = plan.cfg, list(plan.runs), list(plan.devices)
+    out_dir = pick_out_dir(out_dir, plan.identity, cfg.get("out_dir_taken", "refuse"))
+    manifest = prepare_out_dir(out_dir, cfg_yaml, plan.identity)
     done_ids = done_run_ids(out_dir)
     todo = [r for r in runs if r["run_id"] not in done_ids]
     manifest.update(results.environment(), sweep=cfg["sweep"].get("name"), n_runs=len(runs),

@@ -27,8 +27,9 @@ ADAM_EPS = 1e-8  # PyTorch's AdamW default, which the paper used
 
 
 class HParams(NamedTuple):
-    """Per-model scalars (vmapped). Field names are config field names."""
-    split_seed: jax.Array  # the data seed actually used (the run's data_seed)
+    """Per-model scalars (vmapped): the run's data seed (its own seed, or task.split_seed when
+    that is set: grid.data_seed) and the vmapped config fields, by their config names."""
+    data_seed: jax.Array  # uint32: the seed of the model's train/test split
     attn_rate: jax.Array
     lr: jax.Array
     weight_decay: jax.Array
@@ -39,14 +40,22 @@ class HParams(NamedTuple):
     @classmethod
     def from_runs(cls, runs: list[dict]) -> "HParams":
         """Stack the vmapped fields of several runs into arrays (leading axis = model)."""
-        def column(name):
-            if name == "split_seed":
-                return jnp.asarray([r["data_seed"] for r in runs], dtype=jnp.uint32)
-            return jnp.asarray([r[name] for r in runs], dtype=jnp.float32)
-        return cls(**{name: column(name) for name in cls._fields})
+        return cls(**{name: jnp.asarray([r[name] for r in runs], dtype=cls.dtype(name))
+                      for name in cls._fields})
+
+    @classmethod
+    def abstract(cls, shape: tuple = ()) -> "HParams":
+        """Shapes and dtypes only (for compiling ahead of time): `shape` per field."""
+        return cls(**{name: jax.ShapeDtypeStruct(shape, cls.dtype(name)) for name in cls._fields})
+
+    @staticmethod
+    def dtype(name: str):
+        return jnp.uint32 if name == "data_seed" else jnp.float32
 
 
-assert set(HParams._fields) == set(VMAPPED), "HParams must hold exactly the vmapped fields"
+# task.split_seed (a config field) is not per-model data: it decides each run's data_seed.
+assert set(HParams._fields) == set(VMAPPED) - {"split_seed"} | {"data_seed"}, \
+    "HParams must hold the data seed and exactly the other vmapped fields"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,7 +221,7 @@ def make_program(spec: Spec, segment: int | None = None, n_triples: int | str = 
     def setup(hp: HParams):
         """What every function derives from a model's hyperparameters (cheap: recomputed)."""
         net = build_net(spec, dataset, hp.attn_rate)
-        train_idx, _ = data.split(jax.random.key(hp.split_seed), dataset.n_pairs, spec.train_frac)
+        train_idx, _ = data.split(jax.random.key(hp.data_seed), dataset.n_pairs, spec.train_frac)
         # Decoupled weight decay scaled by the learning rate, as PyTorch's AdamW and optax do.
         optimizer = optax.adamw(warmup_schedule(hp), b1=hp.beta1, b2=hp.beta2, eps=ADAM_EPS,
                                 weight_decay=hp.weight_decay)

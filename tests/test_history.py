@@ -6,7 +6,7 @@ from phasescan import grid, history
 from phasescan.chunk import compile_chunk, run_chunk, split_history
 from phasescan.train import Spec
 
-from conftest import TINY, compose, run_cli
+from conftest import TINY, run_cli
 
 SCALARS = ("train_loss", "test_loss", "train_acc", "test_acc", "grad_sym", "dist_irr",
            "circularity", "clock_fve", "pizza_fve", "param_norm")

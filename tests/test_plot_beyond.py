@@ -3,7 +3,6 @@ import numpy as np
 import pandas as pd
 
 from phasescan import history, plot_beyond, refine, results
-from phasescan.config import compose
 
 from test_refine import coarse, synthetic_labeller
 
