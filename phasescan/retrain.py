@@ -31,9 +31,10 @@ def load_or_retrain(out_dir: Path, rows: list[dict], metric_opts: dict) -> list[
     if missing:
         print(f"phasescan: training {len(missing)} model(s) again whose weights were not kept "
               f"(save_weights)", file=sys.stderr)
-        progress = Progress(len(missing))
+        progress = Progress(len(missing), sum(run["steps"] for run in missing))
         for bucket in grid.buckets(missing).values():
             kept.update(zip([run["run_id"] for run in bucket], retrain(bucket, metric_opts)))
-            progress.update(len(bucket))
+            progress.advance(sum(run["steps"] for run in bucket))
+            progress.models_done(len(bucket))
         progress.close()
     return [kept[row["run_id"]] for row in rows]
