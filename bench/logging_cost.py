@@ -21,9 +21,7 @@ from phasescan.train import HParams, Spec, make_program
 def logging_flops(spec, metric_opts: dict) -> dict:
     """XLA's FLOP count of one measurement and of one training step of one model: the Program's
     `measure`, and its `advance` over a segment of one step."""
-    program = make_program(spec, 1, n_triples=metric_opts["grad_sym_triples"],
-                           triples_seed=metric_opts["triples_seed"],
-                           key_freq_min_share=metric_opts["key_freq_min_share"])
+    program = make_program(spec, 1, metric_opts)
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype)
     hp = HParams.abstract()
     state = jax.eval_shape(program.init, key, hp)

@@ -132,7 +132,7 @@ def sequential_programs(spec: train.Spec, metric_opts: dict) -> dict:
     def final(params, hp, split):
         return metrics.evaluate(net_of(hp.attn_rate), params, dataset,
                                 data.indicator(split[0], dataset.n_pairs),
-                                triples, metric_opts["key_freq_min_share"])
+                                triples, metric_opts["key_freq_min_share"], metric_opts["n_circles"])
 
     return {name: precision.traced_under(spec.precision, fn) for name, fn in
             {"init": init, "loss": loss, "step": step, "test_eval": test_eval,

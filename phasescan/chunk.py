@@ -123,10 +123,7 @@ def compile_chunk(spec: Spec, chunk_size: int, metric_opts: dict, devices: list 
         raise ValueError(f"chunk_size={chunk_size} is not a multiple of {len(devices)} devices")
     mesh = Mesh(np.asarray(devices), ("model",))
     models, same = NamedSharding(mesh, PartitionSpec("model")), NamedSharding(mesh, PartitionSpec())
-    program: Program = make_program(spec, segment_steps(spec, segment),
-                                    n_triples=metric_opts["grad_sym_triples"],
-                                    triples_seed=metric_opts["triples_seed"],
-                                    key_freq_min_share=metric_opts["key_freq_min_share"])
+    program: Program = make_program(spec, segment_steps(spec, segment), metric_opts)
     batched = lambda fn: chunk_function(fn, chunk_size, len(devices), vmap_group)
     keys, hp = abstract_inputs(chunk_size)
     init = jax.jit(batched(program.init), in_shardings=models, out_shardings=models)

@@ -1,38 +1,82 @@
-"""The classification rule: each model gets one of clock, pizza, other, non_circular, unlearned,
-diverged. Thresholds come from the config group `classify` (conf/classify/default.yaml), never
-from code; docs/metrics.md explains where each one sits and why.
+"""The classification rule: each model gets one of clock, pizza, mixed, other, non_circular,
+unlearned, diverged, and each of its circles one of clock, pizza, unclear. Thresholds come from
+the config group `classify` (conf/classify/default.yaml), never from code; docs/metrics.md
+explains where each one sits and why.
 
-The rule, first match wins:
+A circle (metrics.circle_metrics: the network run on one frequency of the embedding) is
+  clock     circle_clock_fve >= circle_min_fve and exceeds circle_pizza_fve by >= circle_margin
+  pizza     the same with the two templates exchanged
+  unclear   otherwise
+
+The model, first match wins:
   diverged      non-finite loss or weights
-  unlearned     test_acc < min_test_acc                  (did not generalise)
+  unlearned     test_acc < min_test_acc (acc when there is no test set)   (did not generalise)
   non_circular  circularity < min_circularity            (no clean circle in the embedding)
+  mixed         at least one Pizza circle and at least one Clock circle
   pizza         grad_sym >= pizza_min_grad_sym and dist_irr <= pizza_max_dist_irr
   clock         grad_sym <= clock_max_grad_sym and dist_irr >= clock_min_dist_irr
-  other         everything else (mixtures, disagreeing metrics)
+  pizza / clock the circles settle the rest: every clear circle is Pizza (Clock), at least one
+  other         everything else (disagreeing metrics, no clear circle)
+Without circle columns (tables from before them) or circle thresholds, the circle steps are
+skipped.
 """
 from __future__ import annotations
 
 import numpy as np
 
-ALGORITHMS = ("clock", "pizza", "other", "non_circular", "unlearned", "diverged")
+ALGORITHMS = ("clock", "pizza", "mixed", "other", "non_circular", "unlearned", "diverged")
 THRESHOLDS = ("min_test_acc", "min_circularity", "pizza_min_grad_sym", "pizza_max_dist_irr",
-              "clock_max_grad_sym", "clock_min_dist_irr")
+              "clock_max_grad_sym", "clock_min_dist_irr", "circle_min_fve", "circle_margin")
+CIRCLE_THRESHOLDS = ("circle_min_fve", "circle_margin")
+CIRCLE_ALGORITHMS = ("clock", "pizza", "unclear")
 
 
-def classify(metrics: dict, thresholds: dict) -> np.ndarray:
+def circle_matrix(values) -> np.ndarray:
+    """Per-model circle values as a float matrix (models, circles), NaN where a model has fewer:
+    from the engine's arrays, or from a table's list column."""
+    if isinstance(values, np.ndarray) and values.ndim == 2 and values.dtype.kind == "f":
+        return values.astype(float)
+    rows = [np.asarray(v if v is not None else [], dtype=float) for v in values]
+    width = max((len(r) for r in rows), default=0)
+    out = np.full((len(rows), width), np.nan)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return out
+
+
+def circle_algorithms(clock_fve, pizza_fve, thresholds: dict) -> np.ndarray:
+    """Each circle's label (models, circles); "" where a model has no such circle."""
+    clock, pizza = circle_matrix(clock_fve), circle_matrix(pizza_fve)
+    least, margin = thresholds["circle_min_fve"], thresholds["circle_margin"]
+    labels = np.where((clock >= least) & (clock - pizza >= margin), "clock",
+                      np.where((pizza >= least) & (pizza - clock >= margin), "pizza", "unclear"))
+    return np.where(np.isnan(clock) | np.isnan(pizza), "", labels).astype(object)
+
+
+def classify(metrics, thresholds: dict) -> np.ndarray:
     """Label every model; `metrics` maps names to equal-length arrays (or a DataFrame)."""
-    missing = [k for k in THRESHOLDS if k not in thresholds]
+    missing = [k for k in THRESHOLDS if k not in thresholds and k not in CIRCLE_THRESHOLDS]
     if missing:
         raise KeyError(f"classify thresholds missing: {', '.join(missing)}")
     t = thresholds
     gs = np.asarray(metrics["grad_sym"], dtype=float)
     di = np.asarray(metrics["dist_irr"], dtype=float)
+    test_acc = np.asarray(metrics["test_acc"], dtype=float)
+    if "acc" in metrics:  # no test pairs (train_frac = 1): judge generalisation on all pairs
+        test_acc = np.where(np.isnan(test_acc), np.asarray(metrics["acc"], dtype=float), test_acc)
+    n_clock = n_pizza = np.zeros(len(gs), int)
+    if "circle_clock_fve" in metrics and all(k in t for k in CIRCLE_THRESHOLDS):
+        circles = circle_algorithms(metrics["circle_clock_fve"], metrics["circle_pizza_fve"], t)
+        n_clock, n_pizza = (circles == "clock").sum(axis=1), (circles == "pizza").sum(axis=1)
     conditions = [
         np.asarray(metrics["diverged"], dtype=bool),
-        ~(np.asarray(metrics["test_acc"], dtype=float) >= t["min_test_acc"]),
+        ~(test_acc >= t["min_test_acc"]),
         ~(np.asarray(metrics["circularity"], dtype=float) >= t["min_circularity"]),
+        (n_pizza > 0) & (n_clock > 0),
         (gs >= t["pizza_min_grad_sym"]) & (di <= t["pizza_max_dist_irr"]),
         (gs <= t["clock_max_grad_sym"]) & (di >= t["clock_min_dist_irr"]),
+        (n_pizza > 0) & (n_clock == 0),
+        (n_clock > 0) & (n_pizza == 0),
     ]
-    labels = ["diverged", "unlearned", "non_circular", "pizza", "clock"]
+    labels = ["diverged", "unlearned", "non_circular", "mixed", "pizza", "clock", "pizza", "clock"]
     return np.select(conditions, labels, default="other").astype(object)

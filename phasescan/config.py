@@ -191,6 +191,9 @@ def check_options(cfg: dict) -> list[str]:
          'a positive integer or "all"')
     seed = metric_opts.get("triples_seed", 0)
     need(is_int(seed) and seed >= 0, "metrics.triples_seed", seed, "a non-negative integer")
+    circles = metric_opts.get("n_circles", 3)
+    need(is_int(circles) and 0 <= circles <= 8, "metrics.n_circles", circles,
+         "an integer in 0..8 (circles measured per model; 0 = off)")
     share = metric_opts.get("key_freq_min_share", 0.1)
     need(is_number(share) and 0 < share <= 1, "metrics.key_freq_min_share", share,
          "a number in (0, 1]")

@@ -16,11 +16,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import data, grid, metrics, weights
-from .classify import classify
+from . import data, grid, metrics, results, weights
 from .config import compose
-from .results import key_freq_list
 from .train import Spec, build_net
+
+
+def json_value(v):
+    """A table value as JSON: NaN and inf as null (JSON has no NaN), numpy scalars as Python."""
+    if isinstance(v, list):
+        return [json_value(x) for x in v]
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def evaluate_arrays(arrays: dict, overrides=()) -> dict:
@@ -36,15 +43,12 @@ def evaluate_arrays(arrays: dict, overrides=()) -> dict:
     triples = jnp.asarray(metrics.grad_sym_triples(spec.p, opts["grad_sym_triples"], opts["triples_seed"]))
     net = build_net(spec, dataset, jnp.float32(run["attn_rate"]))
     measured = jax.jit(lambda params: metrics.evaluate(net, params, dataset, mask, triples,
-                                                        opts["key_freq_min_share"]))
-    values = {k: np.asarray(v) for k, v in measured(weights.to_params(arrays)).items()}
-    label_inputs = dict(values) if has_split else values | {"test_acc": values["acc"]}
-    out = {k: (None if math.isnan(float(v)) else float(v)) if v.dtype.kind == "f" else v.item()
-           for k, v in values.items() if v.ndim == 0}
-    out["key_freqs"] = key_freq_list(values["freq_share"], values["key_freq_mask"])
-    out["n_key_freqs"] = len(out["key_freqs"])
-    out["algorithm"] = str(classify({k: np.atleast_1d(v) for k, v in label_inputs.items()},
-                                    cfg["classify"])[0])
+                                                        opts["key_freq_min_share"], opts["n_circles"]))
+    values = {k: np.asarray(v)[None] for k, v in measured(weights.to_params(arrays)).items()}
+    # The same columns and labels as a sweep's row (without a test set, the label judges
+    # generalisation on all pairs: classify.classify)
+    out = {name: json_value(column[0]) for name, column in
+           results.metric_columns(values, cfg["classify"]).items()}
     out |= {"p": spec.p, "d_model": spec.d_model, "n_layers": spec.n_layers,
             "attn_rate": run["attn_rate"], "split": "own" if has_split else "all pairs"}
     return out

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from . import results
-from .classify import classify
 
 HISTORY = "history.parquet"
 KIND = "history"  # chunk files chunks/history-<hash>.parquet (results chunks are chunk-<hash>)
@@ -28,7 +27,7 @@ def rows(runs: list[dict], logged: dict[str, np.ndarray], thresholds: dict) -> p
     frames = []
     for j in range(n_logged):
         at_step = {name: values[:, j] for name, values in logged.items()}
-        frame = results.rows(runs, at_step, classify(at_step, thresholds))
+        frame = results.rows(runs, at_step, thresholds)
         frame.insert(1, "step", [j * r["log_every"] for r in runs])
         frames.append(frame[COLUMNS])
     return pd.concat(frames, ignore_index=True)

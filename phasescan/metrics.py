@@ -12,6 +12,9 @@ vmaps it over a chunk inside the same jitted program that trains the chunk.
   key_freqs           frequencies with share >= key_freq_min_share (the circles), always >= 1
   clock_fve/pizza_fve fraction of logit variance the Clock / Pizza templates explain at the key
                       frequencies (one least-squares coefficient per key frequency)
+  circle_*            per circle (the n strongest key frequencies): the network run on the
+                      embedding restricted to that frequency, and the Clock / Pizza template's
+                      FVE of its logits at that frequency
   param_norm          L2 norm of all parameters; diverged: non-finite loss or weights
 
 Tasks other than addition (tasks.py): dist_irr and the templates assume c = a + b. For
@@ -115,14 +118,13 @@ def key_frequency_mask(shares: jax.Array, min_share: float) -> jax.Array:
     return (shares >= min_share) | (jnp.arange(shares.shape[0]) == jnp.argmax(shares))
 
 
-def logit_templates(p: int) -> tuple[jax.Array, jax.Array]:
-    """Clock and Pizza templates (p//2, p, p, p) over (a, b, c), centred over c, one per frequency.
+def template_at(p: int, k: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Clock and Pizza templates (p, p, p) over (a, b, c) at frequency k, centred over c:
 
       Clock: cos(w (a + b - c))
       Pizza: |cos(w (a - b) / 2)| * (|cos(w (a + b - c) / 2)| - |sin(w (a + b - c) / 2)|)
-    with w = 2 pi k / p.
+    with w = 2 pi k / p. `k` may be traced (a circle's frequency).
     """
-    k = jnp.arange(1, p // 2 + 1, dtype=jnp.float32)[:, None, None, None]
     a = jnp.arange(p, dtype=jnp.float32)[:, None, None]
     b = jnp.arange(p, dtype=jnp.float32)[None, :, None]
     c = jnp.arange(p, dtype=jnp.float32)[None, None, :]
@@ -132,6 +134,11 @@ def logit_templates(p: int) -> tuple[jax.Array, jax.Array]:
     pizza = jnp.abs(jnp.cos(w * (a - b) / 2)) * (jnp.abs(jnp.cos(half)) - jnp.abs(jnp.sin(half)))
     centre = lambda x: x - x.mean(axis=-1, keepdims=True)
     return centre(clock), centre(pizza)
+
+
+def logit_templates(p: int) -> tuple[jax.Array, jax.Array]:
+    """Both templates at every frequency k = 1..p//2: (p//2, p, p, p) each."""
+    return jax.vmap(lambda k: template_at(p, k))(jnp.arange(1, p // 2 + 1, dtype=jnp.float32))
 
 
 def template_fve(logits: jax.Array, template: jax.Array, key_mask: jax.Array) -> jax.Array:
@@ -145,6 +152,71 @@ def template_fve(logits: jax.Array, template: jax.Array, key_mask: jax.Array) ->
     # Restrict the normal equations to the key frequencies without changing shapes.
     coef = jnp.linalg.solve(gram * m[:, None] * m[None, :] + jnp.diag(1.0 - m), rhs * m)
     return jnp.dot(coef, rhs * m) / jnp.sum(jnp.square(z))
+
+
+def single_template_fve(numbers: jax.Array, template: jax.Array) -> jax.Array:
+    """Fraction of the (c-centred) logit variance of `numbers` (p, p, p) explained by one
+    (c-centred) template with one least-squares coefficient."""
+    z = numbers - numbers.mean(axis=-1, keepdims=True)
+    dot = jnp.sum(template * z)
+    return jnp.square(dot) / (jnp.sum(jnp.square(template)) * jnp.sum(jnp.square(z)))
+
+
+def relabelled(logits: jax.Array, p: int, b_sign: int) -> jax.Array:
+    """Logits (p^2, outputs) of all pairs with b relabelled to b_sign * b, so that a task whose
+    label is (a + b_sign * b) mod p reads as addition: row (a, b') holds the pair (a, b_sign b')."""
+    return logits.reshape(p, p, -1)[:, (b_sign * jnp.arange(p)) % p, :].reshape(p * p, -1)
+
+
+def circle_rows(rows: jax.Array, k: jax.Array) -> jax.Array:
+    """Rows (p, d) restricted to frequency k: their mean plus their projection on
+    cos(2 pi k t / p) and sin(2 pi k t / p) over the tokens t. One circle of the embedding."""
+    p = rows.shape[0]
+    angle = 2 * jnp.pi * k * jnp.arange(p) / p
+    basis = jnp.stack([jnp.cos(angle), jnp.sin(angle)])  # (2, p), orthogonal over t
+    # Squared norms p/2 each; at the Nyquist frequency (k = p/2) the sine vanishes.
+    norms = jnp.maximum(jnp.sum(jnp.square(basis), axis=1, keepdims=True), 1e-6)
+    mean = rows.mean(axis=0)
+    return mean + basis.T @ (basis @ (rows - mean) / norms)
+
+
+def circle_logits(net, params, data, k: jax.Array) -> jax.Array:
+    """The network run on all p^2 pairs with the number embeddings restricted to frequency k
+    (circle_rows), each operand's own table (a's rows at position 0, b's at position 1: with
+    a separate vocabulary for b, its own rows). The rest of the network is left as it is: the
+    positional embedding is added and attention is computed from the isolated input, as a
+    network that held only this circle would (docs/metrics.md, circles)."""
+    p = data.p
+    numbers = jnp.arange(p)
+    own = net.token_vectors(params, data.tokens_of(numbers, numbers))  # (p, n_ctx, d)
+    vectors = net.token_vectors(params, data.tokens)  # (p^2, n_ctx, d)
+    for position, operand in zip(data.operand_positions, (data.a, data.b)):
+        vectors = vectors.at[:, position].set(circle_rows(own[:, position], k)[operand])
+    return net.logits_from_vectors(params, vectors)
+
+
+def circle_metrics(net, params, data, shares: jax.Array, key_mask: jax.Array,
+                   n_circles: int) -> dict:
+    """For the model's `n_circles` strongest key frequencies (fewer when it has fewer: frequency
+    0 and NaN fill the rest), the fraction of the isolated circle's logit variance that the
+    Clock and the Pizza template at that frequency explain. NaN for non-additive tasks."""
+    order = jnp.argsort(-shares)[:n_circles]
+    present = key_mask[order]
+    freqs = jnp.where(present, order + 1, 0)
+    if data.op.b_sign is None or n_circles == 0:
+        nan = jnp.full((n_circles,), jnp.nan, jnp.float32)
+        return {"circle_freq": freqs, "circle_clock_fve": nan, "circle_pizza_fve": nan}
+    p = data.p
+
+    def fves(k):
+        logits = relabelled(circle_logits(net, params, data, k), p, data.op.b_sign)
+        numbers = logits[:, :p].reshape(p, p, p)
+        clock, pizza = template_at(p, k)
+        return single_template_fve(numbers, clock), single_template_fve(numbers, pizza)
+
+    clock, pizza = jax.lax.map(fves, (order + 1).astype(jnp.float32))
+    return {"circle_freq": freqs, "circle_clock_fve": jnp.where(present, clock, jnp.nan),
+            "circle_pizza_fve": jnp.where(present, pizza, jnp.nan)}
 
 
 def largest_wrong_logit(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -164,18 +236,17 @@ def addition_metrics(logits: jax.Array, p: int, b_sign: int | None, key_mask: ja
     if b_sign is None:
         nan = jnp.float32(jnp.nan)
         return {"dist_irr": nan, "dist_irr_top_wrong": nan, "clock_fve": nan, "pizza_fve": nan}
-    # Row b' of the relabelled table holds the logits of the pair with b = b_sign * b'.
-    relabelled = logits.reshape(p, p, -1)[:, (b_sign * jnp.arange(p)) % p, :].reshape(p * p, -1)
+    table = relabelled(logits, p, b_sign)
     a, b = jnp.divmod(jnp.arange(p * p), p)
     labels = (a + b) % p
-    correct_logit = jnp.take_along_axis(relabelled, labels[:, None], axis=-1)[:, 0]
-    numbers = relabelled[:, :p].reshape(p, p, p)  # over (a, b, c)
+    correct_logit = jnp.take_along_axis(table, labels[:, None], axis=-1)[:, 0]
+    numbers = table[:, :p].reshape(p, p, p)  # over (a, b, c)
     clock_t, pizza_t = logit_templates(p)
     return {
         "dist_irr": distance_irrelevance(correct_logit, a, b, p),
         # The published run tables' variant (reference file, Metrics): the same formula on the
         # largest wrong logit; the paper's phase diagrams are drawn from it.
-        "dist_irr_top_wrong": distance_irrelevance(largest_wrong_logit(relabelled, labels), a, b, p),
+        "dist_irr_top_wrong": distance_irrelevance(largest_wrong_logit(table, labels), a, b, p),
         "clock_fve": template_fve(numbers, clock_t, key_mask),
         "pizza_fve": template_fve(numbers, pizza_t, key_mask),
     }
@@ -190,7 +261,7 @@ def all_finite(params) -> jax.Array:
 
 
 def evaluate(net, params, data, train_mask: jax.Array, triples: jax.Array,
-             key_freq_min_share: float) -> dict[str, jax.Array]:
+             key_freq_min_share: float, n_circles: int = 3) -> dict[str, jax.Array]:
     """All metrics of one trained model.
 
     `net` is a `train.Net`: the model's functions with its attention rate bound in.
@@ -221,6 +292,7 @@ def evaluate(net, params, data, train_mask: jax.Array, triples: jax.Array,
         "circularity": circularity(rows),
         "freq_share": shares,
         "key_freq_mask": key_mask,
+        **circle_metrics(net, params, data, shares, key_mask, n_circles),
         "param_norm": param_norm(params),
         "diverged": ~(jnp.isfinite(train_loss) & all_finite(params)),
     }

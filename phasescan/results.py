@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .classify import circle_algorithms, classify
 from .config import FIELDS
 
 RUNS = "runs.parquet"
@@ -32,27 +33,42 @@ ID_COLUMNS = ["run_id", "run_index", "seed", "data_seed"]
 FIELD_COLUMNS = list(FIELDS)
 METRIC_COLUMNS = ["train_loss", "test_loss", "loss", "train_acc", "test_acc", "acc", "grad_sym",
                   "dist_irr", "dist_irr_top_wrong", "circularity", "key_freqs", "n_key_freqs",
-                  "clock_fve", "pizza_fve", "param_norm", "fit_step", "spike_loss", "spike_step",
-                  "diverged", "algorithm"]
+                  "clock_fve", "pizza_fve", "circle_freqs", "circle_clock_fve", "circle_pizza_fve",
+                  "circle_algorithms", "n_clock_circles", "n_pizza_circles", "param_norm",
+                  "fit_step", "spike_loss", "spike_step", "diverged", "algorithm"]
 assert not set(FIELD_COLUMNS) & set(METRIC_COLUMNS), "a field and a metric would share a column"
 
 
-def rows(runs: list[dict], metrics: dict[str, np.ndarray], algorithms) -> pd.DataFrame:
-    """One row per run: its identity, every field, and its metrics (host numpy arrays)."""
+def rows(runs: list[dict], metrics: dict[str, np.ndarray], thresholds: dict) -> pd.DataFrame:
+    """One row per run: its identity, every field, its metrics (host numpy arrays) and its
+    labels by the classification rule with `thresholds`."""
     table = {col: [r[col] for r in runs] for col in ID_COLUMNS + FIELD_COLUMNS}
     table["refine_round"] = [r.get("refine_round", 0) for r in runs]  # 0: the grid; phasescan/refine.py
+    return pd.DataFrame(table | metric_columns(metrics, thresholds))
+
+
+def metric_columns(metrics: dict[str, np.ndarray], thresholds: dict) -> dict[str, list]:
+    """The METRIC_COLUMNS of models measured by metrics.evaluate (leading axis = model), lists
+    and labels derived, in column order (those the measurement has: a single model measured by
+    `phasescan.evaluate` has no training history, so no loss-spike columns)."""
+    n = len(np.asarray(metrics["grad_sym"]))
     key_freqs = [key_freq_list(share, mask)
                  for share, mask in zip(metrics["freq_share"], metrics["key_freq_mask"])]
-    for name in METRIC_COLUMNS:
-        if name == "key_freqs":
-            table[name] = key_freqs
-        elif name == "n_key_freqs":
-            table[name] = [len(k) for k in key_freqs]
-        elif name == "algorithm":
-            table[name] = list(algorithms)
-        else:
-            table[name] = np.asarray(metrics[name]).tolist()
-    return pd.DataFrame(table)
+    # The circles a model has and that were measured (additive tasks only), strongest first
+    present = (np.asarray(metrics["circle_freq"]) > 0) & ~np.isnan(np.asarray(metrics["circle_clock_fve"]))
+    circles = circle_algorithms(metrics["circle_clock_fve"], metrics["circle_pizza_fve"], thresholds)
+    derived = {
+        "key_freqs": key_freqs, "n_key_freqs": [len(k) for k in key_freqs],
+        "circle_freqs": [np.asarray(metrics["circle_freq"])[i][present[i]].tolist() for i in range(n)],
+        "circle_algorithms": [circles[i][present[i]].tolist() for i in range(n)],
+        "n_clock_circles": (circles == "clock").sum(axis=1).tolist(),
+        "n_pizza_circles": (circles == "pizza").sum(axis=1).tolist(),
+        "algorithm": list(classify(metrics, thresholds)),
+    }
+    for name in ("circle_clock_fve", "circle_pizza_fve"):
+        derived[name] = [np.asarray(metrics[name])[i][present[i]].tolist() for i in range(n)]
+    return {name: derived[name] if name in derived else np.asarray(metrics[name]).tolist()
+            for name in METRIC_COLUMNS if name in derived or name in metrics}
 
 
 def key_freq_list(share: np.ndarray, mask: np.ndarray) -> list[int]:

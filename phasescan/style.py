@@ -4,7 +4,8 @@ from __future__ import annotations
 from .classify import ALGORITHMS
 
 # Okabe-Ito, one fixed colour per class (colour-blind safe).
-COLORS = {"clock": "#0072B2", "pizza": "#E69F00", "other": "#CC79A7", "non_circular": "#009E73",
+COLORS = {"clock": "#0072B2", "pizza": "#E69F00", "mixed": "#D55E00", "other": "#CC79A7",
+          "non_circular": "#009E73",
           "unlearned": "#BBBBBB", "diverged": "#000000"}
 assert set(COLORS) == set(ALGORITHMS)
 LABELS = {"attn_rate": "attention rate", "d_model": "width d_model", "lr": "learning rate",

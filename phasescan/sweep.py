@@ -27,7 +27,6 @@ import pandas as pd
 
 from . import checkpoint, grid, history, refine, results, shard, weights
 from .chunk import Resume, chunk_size_for, compile_chunk, run_chunk, split_history
-from .classify import classify
 from .config import ConfigError, check_options, is_int
 from .progress import Progress
 from .train import Spec
@@ -391,4 +390,4 @@ def record(out_dir: Path, piece: list[dict], result, keep: bool, to_save, thresh
     metrics, logged = split_history(metrics)
     if logged:
         history.write_chunk(out_dir, history.rows(piece, logged, thresholds))
-    results.write_chunk(out_dir, results.rows(piece, metrics, classify(metrics, thresholds)))
+    results.write_chunk(out_dir, results.rows(piece, metrics, thresholds))

@@ -12,7 +12,7 @@ import pandas as pd
 from .classify import ALGORITHMS
 from .config import FIELDS, ConfigError
 
-INITIALS = {"clock": "C", "pizza": "P", "other": "o", "non_circular": "n", "unlearned": "u",
+INITIALS = {"clock": "C", "pizza": "P", "mixed": "m", "other": "o", "non_circular": "n", "unlearned": "u",
             "diverged": "d"}
 assert set(INITIALS) == set(ALGORITHMS)
 

@@ -211,12 +211,18 @@ class Program(NamedTuple):
     segment: int
 
 
-def make_program(spec: Spec, segment: int | None = None, n_triples: int | str = 300,
-                 triples_seed: int = 0, key_freq_min_share: float = 0.1) -> Program:
-    """The bucket's Program; `segment` steps per advance (default: all of them at once)."""
+# The config's `metrics` options (conf/config.yaml), for callers that pass none.
+METRIC_DEFAULTS = {"grad_sym_triples": 300, "triples_seed": 0, "key_freq_min_share": 0.1,
+                   "n_circles": 3}
+
+
+def make_program(spec: Spec, segment: int | None = None, metric_opts: dict | None = None) -> Program:
+    """The bucket's Program; `segment` steps per advance (default: all of them at once);
+    `metric_opts` the config's `metrics` section."""
     segment = min(segment or spec.steps, spec.steps)
+    opts = METRIC_DEFAULTS | (metric_opts or {})
     dataset = data.Dataset(spec.p, spec.op, spec.input_format)
-    triples = jnp.asarray(metrics.grad_sym_triples(spec.p, n_triples, triples_seed))
+    triples = jnp.asarray(metrics.grad_sym_triples(spec.p, opts["grad_sym_triples"], opts["triples_seed"]))
 
     def setup(hp: HParams):
         """What every function derives from a model's hyperparameters (cheap: recomputed)."""
@@ -263,18 +269,18 @@ def make_program(spec: Spec, segment: int | None = None, n_triples: int | str = 
     def measure(state: TrainState, hp: HParams) -> dict[str, jax.Array]:
         net, train_idx, _ = setup(hp)
         mask = data.indicator(train_idx, dataset.n_pairs)  # the metrics' train/test split
-        return metrics.evaluate(net, state.params, dataset, mask, triples, key_freq_min_share) \
+        return metrics.evaluate(net, state.params, dataset, mask, triples,
+                                opts["key_freq_min_share"], opts["n_circles"]) \
             | state.spikes.columns()
 
     under = lambda fn: precision.traced_under(spec.precision, fn)
     return Program(under(init), under(advance), under(measure), segment)
 
 
-def make_train(spec: Spec, n_triples: int | str = 300, triples_seed: int = 0,
-               key_freq_min_share: float = 0.1) -> Callable:
+def make_train(spec: Spec, metric_opts: dict | None = None) -> Callable:
     """`train(key, hp) -> (params, metrics)`: one model's whole training as one pure function
     (the Program in a single segment), for the one-model-at-a-time baseline and the tests."""
-    program = make_program(spec, spec.steps, n_triples, triples_seed, key_freq_min_share)
+    program = make_program(spec, spec.steps, metric_opts)
 
     def train(key: jax.Array, hp: HParams):
         state = program.advance(program.init(key, hp), key, hp, jnp.int32(0))

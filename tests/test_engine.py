@@ -21,9 +21,11 @@ def test_vmapped_chunk_equals_models_trained_alone(tiny_cfg):
     alone_fn = compile_chunk(spec, 1, tiny_cfg["metrics"])
     for i, run in enumerate(runs):
         alone = run_chunk(alone_fn, [run], 1)
-        for name in ("train_loss", "test_loss", "grad_sym", "dist_irr", "circularity", "param_norm"):
+        for name in ("train_loss", "test_loss", "grad_sym", "dist_irr", "circularity", "param_norm",
+                     "circle_clock_fve", "circle_pizza_fve"):
             np.testing.assert_allclose(together[name][i], alone[name][0], rtol=1e-5, atol=1e-6,
                                        err_msg=f"{name} of run {i}")
+        np.testing.assert_array_equal(together["circle_freq"][i], alone["circle_freq"][0])
 
 
 @pytest.mark.parametrize("vmap_group", [1, 2])

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from phasescan import metrics, weights
+from phasescan import classify as classify_module
 from phasescan.classify import classify
 
 from conftest import ROOT, TINY, run_cli
@@ -136,6 +137,64 @@ def test_template_fve_recovers_the_generating_template():
         metrics.template_fve(clock_logits, clock_t, key))
 
 
+def test_circle_rows_keep_one_frequency():
+    """An embedding of two circles (frequencies 2 and 5) and an offset: restricted to 2 it is
+    exactly the first circle plus the offset, to 5 the second, to 3 only the offset."""
+    t = np.arange(P)
+    rng = np.random.default_rng(4)
+    basis = np.linalg.qr(rng.normal(size=(16, 4)))[0].T
+    offset = rng.normal(size=16)
+    first = np.stack([np.cos(2 * np.pi * 2 * t / P), np.sin(2 * np.pi * 2 * t / P)], 1) @ basis[:2]
+    second = 0.7 * np.stack([np.cos(2 * np.pi * 5 * t / P), np.sin(2 * np.pi * 5 * t / P)], 1) @ basis[2:]
+    rows = jnp.asarray(first + second + offset, jnp.float32)
+    np.testing.assert_allclose(metrics.circle_rows(rows, 2.0), first + offset, atol=1e-5)
+    np.testing.assert_allclose(metrics.circle_rows(rows, 5.0), second + offset, atol=1e-5)
+    np.testing.assert_allclose(metrics.circle_rows(rows, 3.0), np.broadcast_to(offset, rows.shape), atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_single_template_fve_tells_the_templates_apart(k):
+    """A logit table that is one template at frequency k: that template explains all of it, the
+    other about 80% (the two families share most of their variance), another frequency ~0."""
+    clock, pizza = metrics.template_at(P, float(k))
+    noise = 0.01 * jnp.asarray(np.random.default_rng(k).normal(size=(P, P, P)), jnp.float32)
+    for table, own, other in ((clock + noise, clock, pizza), (pizza + noise, pizza, clock)):
+        assert float(metrics.single_template_fve(table, own)) > 0.99
+        assert 0.7 < float(metrics.single_template_fve(table, other)) < 0.9
+        assert float(metrics.single_template_fve(table, metrics.template_at(P, float(k + 1))[0])) < 0.05
+
+
+def test_circle_labels_and_the_mixed_rule():
+    thresholds = {"min_test_acc": 0.9, "min_circularity": 0.6, "pizza_min_grad_sym": 0.9,
+                  "pizza_max_dist_irr": 0.8, "clock_max_grad_sym": 0.8, "clock_min_dist_irr": 0.6,
+                  "circle_min_fve": 0.5, "circle_margin": 0.05}
+    nan = np.nan
+    table = {  # Pizza by GS/DI with a Clock circle; an `other` settled by its circles; Clock
+        "grad_sym": np.array([0.99, 0.85, 0.3]), "dist_irr": np.array([0.3, 0.7, 0.85]),
+        "circularity": np.ones(3), "test_acc": np.ones(3), "diverged": np.zeros(3, bool),
+        "circle_clock_fve": np.array([[0.8, 0.9], [0.78, 0.1], [0.7, nan]]),
+        "circle_pizza_fve": np.array([[0.98, 0.7], [0.95, 0.12], [0.55, nan]]),
+    }
+    circles = classify_module.circle_algorithms(table["circle_clock_fve"], table["circle_pizza_fve"], thresholds)
+    assert circles.tolist() == [["pizza", "clock"], ["pizza", "unclear"], ["clock", ""]]
+    assert list(classify(table, thresholds)) == ["mixed", "pizza", "clock"]
+    # a table (list columns, as in runs.parquet) gives the same labels
+    frame = pd.DataFrame({k: list(v) for k, v in table.items()})
+    frame["circle_clock_fve"] = [[0.8, 0.9], [0.78, 0.1], [0.7]]
+    frame["circle_pizza_fve"] = [[0.98, 0.7], [0.95, 0.12], [0.55]]
+    assert list(classify(frame, thresholds)) == ["mixed", "pizza", "clock"]
+
+
+def test_no_test_set_is_judged_on_all_pairs():
+    """train_frac = 1 leaves no test pair: test_acc is NaN and the label uses acc (as the
+    evaluator does for a file without its split)."""
+    thresholds = {"min_test_acc": 0.9, "min_circularity": 0.6, "pizza_min_grad_sym": 0.9,
+                  "pizza_max_dist_irr": 0.8, "clock_max_grad_sym": 0.8, "clock_min_dist_irr": 0.6}
+    table = {"grad_sym": [0.99, 0.99], "dist_irr": [0.3, 0.3], "circularity": [1.0, 1.0],
+             "test_acc": [np.nan, np.nan], "acc": [1.0, 0.5], "diverged": [False, False]}
+    assert list(classify(table, thresholds)) == ["pizza", "unlearned"]
+
+
 def test_classification_rule():
     thresholds = {"min_test_acc": 0.9, "min_circularity": 0.6, "pizza_min_grad_sym": 0.9,
                   "pizza_max_dist_irr": 0.7, "clock_max_grad_sym": 0.8, "clock_min_dist_irr": 0.6}
@@ -164,6 +223,9 @@ def test_evaluate_on_saved_weights_reproduces_the_row(tmp_path):
                  "clock_fve", "pizza_fve"):
         assert result[name] == pytest.approx(row[name], rel=1e-4, abs=1e-5), name
     assert result["key_freqs"] == list(row["key_freqs"])
+    for name in ("circle_freqs", "circle_algorithms", "n_clock_circles", "n_pizza_circles"):
+        assert result[name] == (list(row[name]) if name.startswith("circle") else row[name]), name
+    np.testing.assert_allclose(result["circle_pizza_fve"], list(row["circle_pizza_fve"]), rtol=1e-4, atol=1e-5)
     assert result["algorithm"] == row["algorithm"]
     bad = subprocess.run([sys.executable, "-m", "phasescan.evaluate", str(tmp_path / "nope.npz")],
                          cwd=ROOT, capture_output=True, text=True)

@@ -52,3 +52,10 @@ def test_the_accurate_loss_trains_like_the_paper_and_the_ablation_does_not(tmp_p
     # the spike statistic tells the two apart on its own
     assert (by_loss["accurate"]["spike_loss"] <= FIT_LOSS).all()
     assert (by_loss["float32"]["spike_loss"] > 100 * FIT_LOSS).any()
+    # each circle of a converged model runs the algorithm of its attention rate: Pizza circles at
+    # rate 0 and no Clock one, Clock circles at rate 1 and no Pizza one (metrics.circle_metrics)
+    for rate, own, other in ((0.0, "n_pizza_circles", "n_clock_circles"),
+                             (1.0, "n_clock_circles", "n_pizza_circles")):
+        models = by_loss["accurate"][by_loss["accurate"]["attn_rate"] == rate]
+        assert (models[own] >= 1).all() and (models[other] == 0).all(), models[
+            ["circle_freqs", "circle_clock_fve", "circle_pizza_fve"]].to_dict("records")
