@@ -275,8 +275,16 @@ def pick_runs(frame: pd.DataFrame, saved_only: bool, out_dir: Path) -> list[str]
     return list(dict.fromkeys(picks))
 
 
-def inspection_data(arrays: dict, run: dict, metric_opts: dict) -> dict:
-    """Everything the inspection figure draws, computed with the model's own Net."""
+def logit_surface(correct: np.ndarray, a: np.ndarray, b: np.ndarray, p: int) -> np.ndarray:
+    """The correct-class logit over (a - b centred on 0, rows; a + b mod p, columns)."""
+    surface = np.full((p, p), np.nan)
+    surface[(a - b + p // 2) % p, (a + b) % p] = correct
+    return surface
+
+
+def inspection_data(arrays: dict, run: dict, metric_opts: dict, circle_freqs=()) -> dict:
+    """Everything the inspection figures draw, computed with the model's own Net; for each of
+    `circle_freqs`, the isolated circle (metrics.circle_logits)."""
     import jax
     import jax.numpy as jnp
 
@@ -286,7 +294,7 @@ def inspection_data(arrays: dict, run: dict, metric_opts: dict) -> dict:
     p, spec = run["p"], Spec.from_run(run)
     dataset = data.Dataset(p, spec.op, spec.input_format)
     net = build_net(spec, dataset, jnp.float32(run["attn_rate"]))
-    params = weights.to_params(arrays)
+    params = jax.tree_util.tree_map(jnp.asarray, weights.to_params(arrays))
     rows = np.asarray(net.number_rows(params), np.float64)
     centred = rows - rows.mean(axis=0)
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
@@ -297,16 +305,22 @@ def inspection_data(arrays: dict, run: dict, metric_opts: dict) -> dict:
     grad = jax.jit(jax.vmap(lambda v, c: jax.grad(lambda u: net.logits_from_vectors(params, u)[c])(v)))
     g = np.asarray(grad(vectors, triples[:, 2]), np.float64)  # (n, 2, d)
     logits = np.asarray(jax.jit(net.logits)(params, dataset.tokens))
-    correct = logits[np.arange(p * p), np.asarray(dataset.labels)]
+    labels = np.asarray(dataset.labels)
     a, b = np.asarray(dataset.a), np.asarray(dataset.b)
     half = p // 2
-    surface = np.full((p, p), np.nan)  # rows: a - b centred on 0, columns: a + b (mod p)
-    surface[(a - b + half) % p, (a + b) % p] = correct
+    surface = logit_surface(logits[np.arange(p * p), labels], a, b, p)
     scores = centred @ pcs.T
+    circles = []
+    for k in circle_freqs:  # the circle's tokens on its own plane, and its logits alone
+        on_circle = np.asarray(metrics.circle_rows(jnp.asarray(rows, jnp.float32), float(k)), np.float64)
+        plane = np.linalg.svd(on_circle - on_circle.mean(axis=0), full_matrices=False)[2][:2]
+        isolated = np.asarray(jax.jit(lambda k: metrics.circle_logits(net, params, dataset, k))(float(k)))
+        circles.append({"k": int(k), "points": (on_circle - on_circle.mean(axis=0)) @ plane.T,
+                        "surface": logit_surface(isolated[np.arange(p * p), labels], a, b, p)})
     return {"scores": scores, "var_share": s[:4] ** 2 / np.sum(s ** 2),
             "pair_freqs": [pair_frequency(scores[:, 0:2]), pair_frequency(scores[:, 2:4])],
             "grad_a": g[:, 0] @ pcs[:2].T, "grad_b": g[:, 1] @ pcs[:2].T, "surface": surface,
-            "diff_range": (-half, p - 1 - half)}
+            "diff_range": (-half, p - 1 - half), "circles": circles}
 
 
 def pair_frequency(scores: np.ndarray) -> int:
@@ -359,6 +373,72 @@ def inspection(row: pd.Series, d: dict) -> Figure:
     return fig
 
 
+def circles_figure(row: pd.Series, d: dict) -> Figure:
+    """One column per isolated circle: its tokens on the circle, coloured by the angle k t mod p
+    (a clean circle is a ring in that order), and the correct-class logit of the network run on
+    it alone over (a + b, a - b) (Clock: flat in a - b; Pizza: bands in a - b), with its FVEs."""
+    p, circles = int(row["p"]), d["circles"]
+    fig = Figure(figsize=(3.6 * max(len(circles), 1), 6.6), layout="constrained")
+    axes = fig.subplots(2, max(len(circles), 1), squeeze=False)
+    lo, hi = d["diff_range"]
+    for j, circle in enumerate(circles):
+        k, top, bottom = circle["k"], axes[0, j], axes[1, j]
+        label = list(row["circle_algorithms"])[j]
+        clock, pizza = list(row["circle_clock_fve"])[j], list(row["circle_pizza_fve"])[j]
+        u, v = circle["points"][:, 0], circle["points"][:, 1]
+        top.scatter(u, v, c=(k * np.arange(p)) % p, cmap=colormaps["twilight"], vmin=0, vmax=p,
+                    s=36, edgecolors="black", linewidths=0.4)
+        for t in range(p):
+            top.annotate(str(t), (u[t], v[t]), textcoords="offset points", xytext=(3, 2), fontsize=6)
+        top.set_aspect("equal", adjustable="datalim")
+        top.set_title(f"circle k = {k}: {label}", loc="left", color=COLORS.get(label, "black"))
+        image = bottom.imshow(circle["surface"], origin="lower", aspect="auto", cmap="viridis",
+                              extent=(-0.5, p - 0.5, lo - 0.5, hi + 0.5))
+        bottom.set_title(f"isolated: Clock FVE {clock:.2f}, Pizza FVE {pizza:.2f}", loc="left",
+                         fontsize=9)
+        bottom.set_xlabel("a + b (mod p)")
+        fig.colorbar(image, ax=bottom, shrink=0.8)
+    axes[1, 0].set_ylabel("a - b (mod p, centred)")
+    axes[0, 0].set_ylabel("the circle's own plane")
+    fig.suptitle(f"run {row['run_id']}: {row['algorithm']}, attention rate {row['attn_rate']:.3g} "
+                 f"-- each circle of the embedding alone (docs/metrics.md, circles)", fontsize=10)
+    return fig
+
+
+def circle_shares(frame: pd.DataFrame, x: str, y: str, pooled: list[str]) -> Figure:
+    """Per cell: the share of Pizza, Clock and unclear circles among all the cell's circles, and
+    the share of mixed models (Pizza and Clock circles in one model)."""
+    kinds = [("pizza", COLORS["pizza"]), ("clock", COLORS["clock"]), ("unclear", "#BBBBBB")]
+    ys = np.sort(frame[y].unique())
+    fig = Figure(figsize=(6.5, 2.6 * len(ys) + 0.8), layout="constrained")
+    for ax, y_value in zip(fig.subplots(len(ys), 1, squeeze=False)[:, 0], ys):
+        rows = frame[frame[y] == y_value]
+        xs = np.sort(rows[x].unique())
+        counts = {kind: [] for kind, _ in kinds}
+        mixed = []
+        for x_value in xs:
+            cell = rows[rows[x] == x_value]
+            labels = [lab for labs in cell["circle_algorithms"] for lab in labs]
+            for kind, _ in kinds:
+                counts[kind].append(labels.count(kind) / max(len(labels), 1))
+            mixed.append((cell["algorithm"] == "mixed").mean())
+        positions = np.arange(len(xs))
+        bottom = np.zeros(len(xs))
+        for kind, colour in kinds:
+            ax.bar(positions, counts[kind], bottom=bottom, color=colour, label=f"{kind} circles",
+                   edgecolor="white", lw=0.5)
+            bottom += np.asarray(counts[kind])
+        ax.plot(positions, mixed, "D-", color=COLORS["mixed"], label="mixed models")
+        ax.set_xticks(positions, [f"{v:g}" for v in xs], rotation=90 if len(xs) > 10 else 0)
+        ax.set_ylim(0, 1.02)
+        ax.set_ylabel("share")
+        ax.set_title(f"{label(y)} = {y_value:g}{pooled_note(pooled, frame)}", loc="left", fontsize=9)
+    ax.set_xlabel(label(x))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)
+    fig.suptitle("Circles per cell: what each isolated circle runs", fontsize=10)
+    return fig
+
+
 # ---------------------------------------------------------------- entry points
 
 def read_config(out_dir: Path) -> dict:
@@ -404,14 +484,19 @@ def draw(results_dir, x: str = "attn_rate", y: str = "d_model", formats=("png",)
         paths += save(paper_scatter(frame, x, y, circular_only), folder, "paper_scatter", formats)
         thresholds = read_config(out_dir).get("classify", {})
         paths += save(metric_distributions(frame, x, thresholds), folder, "metric_distributions", formats)
+        if "circle_algorithms" in frame:  # tables from before the circles have none
+            paths += save(circle_shares(frame, x, y, pooled), folder, "circle_shares", formats)
         if runs is None:
             runs = [] if inspect == "none" else pick_runs(frame, inspect == "saved", out_dir)
         metric_opts = read_config(out_dir)["metrics"] if runs else None
         rows = [frame.loc[frame["run_id"] == run_id].iloc[0] for run_id in runs]
         chosen = [grid.run_from_row(row) for row in rows]
         for row, run, arrays in zip(rows, chosen, retrain.load_or_retrain(out_dir, chosen, metric_opts)):
-            figure = inspection(row, inspection_data(arrays, run, metric_opts))
-            paths += save(figure, folder, f"inspect_{row['run_id']}", formats)
+            freqs = list(row["circle_freqs"]) if "circle_freqs" in row else []
+            d = inspection_data(arrays, run, metric_opts, freqs)
+            paths += save(inspection(row, d), folder, f"inspect_{row['run_id']}", formats)
+            if freqs:
+                paths += save(circles_figure(row, d), folder, f"circles_{row['run_id']}", formats)
     from . import plot_beyond  # the history and refinement figures, when the folder has them
     return paths + plot_beyond.draw(out_dir, folder)
 
