@@ -1,6 +1,10 @@
-"""Running a sweep: buckets -> chunks -> one compiled `jit(vmap(train))` per bucket -> rows.
+"""Running a sweep: the config validated once into a Plan -> buckets -> chunks (one compiled
+Program per bucket, phasescan/chunk.py, driven segment by segment) -> rows.
 
-Every finished chunk is written to disk (results.write_chunk) before the next one starts, and a
+Between segments the progress bar moves, a requested stop (Ctrl-C, SIGTERM) is honoured and the
+unfinished chunk's state is checkpointed (phasescan/checkpoint.py), so a stopped or killed sweep
+resumes inside the chunk. Every finished chunk is written to disk (results.write_chunk) before
+the next one starts, and a
 rerun with the same out_dir skips the runs already done (matched by run_id). Chunks are laid out
 over the whole bucket, done or not, so a resumed sweep runs its remaining models in the same
 compiled programs as an uninterrupted one and gets the same bits. A chunk that runs the device
