@@ -7,6 +7,7 @@ or *shape-changing* (it splits the grid into buckets, each compiled once).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from .classify import THRESHOLDS
@@ -111,6 +112,8 @@ def coerce(name: str, value: Any, where: str) -> Any:
     if not ok:
         raise ConfigError(f"{where}={value!r}: expected {'an integer' if field.type is int else field.type.__name__}")
     value = field.type(value)
+    if field.type is float and not math.isfinite(value):  # inf / nan would only diverge
+        raise ConfigError(f"{where}={value!r}: must be a finite number")
     problem = field.check(value) if field.check else None
     if problem:
         raise ConfigError(f"{where}={value!r}: {problem}")

@@ -62,7 +62,12 @@ def axis_values(name: str, spec: Any, sample_seed: int) -> list:
     values = spec if isinstance(spec, (list, tuple)) else [spec]
     if not values:
         raise ConfigError(f"{where}: an axis needs at least one value")
-    return [coerce(name, v, f"{where}[{i}]") for i, v in enumerate(values)]
+    values = [coerce(name, v, f"{where}[{i}]") for i, v in enumerate(values)]
+    repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if repeated:  # the same runs twice; more seeds are sweep.seeds
+        raise ConfigError(f"{where}: repeats {', '.join(map(str, repeated))} (each value once; "
+                          "more models per point: sweep.seeds)")
+    return values
 
 
 def seeds_of(sweep: dict) -> list[int]:

@@ -279,13 +279,16 @@ def evaluate(net, params, data, train_mask: jax.Array, triples: jax.Array,
     shares = frequency_shares(rows)
     key_mask = key_frequency_mask(shares, key_freq_min_share)
     train_loss = masked_mean(ce, train_mask)
+    diverged = ~(jnp.isfinite(train_loss) & all_finite(params))
+    # A diverged model's argmax over non-finite logits is no prediction: no accuracy, not 1/p
+    accuracy = lambda mask: jnp.where(diverged, jnp.nan, masked_mean(correct, mask))
     return {
         "train_loss": train_loss,
         "test_loss": masked_mean(ce, test_mask),
         "loss": masked_mean(ce, ones),
-        "train_acc": masked_mean(correct, train_mask),
-        "test_acc": masked_mean(correct, test_mask),
-        "acc": masked_mean(correct, ones),
+        "train_acc": accuracy(train_mask),
+        "test_acc": accuracy(test_mask),
+        "acc": accuracy(ones),
         "grad_sym": gradient_symmetricity(lambda v: net.logits_from_vectors(params, v),
                                           triple_vectors, triples, *data.operand_positions),
         **addition_metrics(logits, data.p, data.op.b_sign, key_mask),
@@ -294,5 +297,5 @@ def evaluate(net, params, data, train_mask: jax.Array, triples: jax.Array,
         "key_freq_mask": key_mask,
         **circle_metrics(net, params, data, shares, key_mask, n_circles),
         "param_norm": param_norm(params),
-        "diverged": ~(jnp.isfinite(train_loss) & all_finite(params)),
+        "diverged": diverged,
     }

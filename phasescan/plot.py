@@ -490,6 +490,9 @@ def draw(results_dir, x: str = "attn_rate", y: str = "d_model", formats=("png",)
             runs = [] if inspect == "none" else pick_runs(frame, inspect == "saved", out_dir)
         metric_opts = read_config(out_dir)["metrics"] if runs else None
         rows = [frame.loc[frame["run_id"] == run_id].iloc[0] for run_id in runs]
+        for row in [r for r in rows if r["diverged"]]:  # non-finite weights: nothing to draw
+            print(f"phasescan: run {row['run_id']} diverged: no inspection figure", file=sys.stderr)
+        rows = [r for r in rows if not r["diverged"]]
         chosen = [grid.run_from_row(row) for row in rows]
         for row, run, arrays in zip(rows, chosen, retrain.load_or_retrain(out_dir, chosen, metric_opts)):
             freqs = list(row["circle_freqs"]) if "circle_freqs" in row else []

@@ -8,12 +8,15 @@ Layout of a results folder:
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import platform
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -21,9 +24,10 @@ import numpy as np
 import pandas as pd
 
 from .classify import circle_algorithms, classify
-from .config import FIELDS
+from .config import FIELDS, ConfigError
 
 RUNS = "runs.parquet"
+LOCK = ".phasescan.lock"  # held by the process writing the folder (results.locked)
 CHUNKS = "chunks"
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
@@ -106,8 +110,39 @@ def _fsync(path: Path) -> None:
 
 
 def is_temporary(path: Path) -> bool:
-    """A file write_atomic has not finished (".<name>.tmp-<pid>"): never a result."""
-    return path.name.startswith(".") and ".tmp-" in path.name
+    """A file write_atomic has not finished (".<name>.tmp-<pid>"), or the folder's lock: never
+    a result."""
+    return path.name == LOCK or path.name.startswith(".") and ".tmp-" in path.name
+
+
+@contextlib.contextmanager
+def locked(out_dir: Path):
+    """Hold an advisory lock on out_dir while a sweep writes there: a second process started on
+    the same folder is refused, told who holds it, and writes nothing (the lock goes with the
+    process, so a killed sweep leaves none behind)."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(out_dir / LOCK, "a+")
+    except OSError as error:
+        raise ConfigError(f"out_dir={out_dir}: cannot write there ({error.strerror})") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(f"out_dir={out_dir}: another phasescan is writing here ({holder}); "
+                          "nothing was changed. Wait for it to finish, or choose another out_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {platform.node()}, since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def write_chunk(out_dir: Path, frame: pd.DataFrame) -> Path:

@@ -301,8 +301,14 @@ def new_progress(runs: list[dict], done_ids: set[str]) -> Progress:
 def run_sweep(plan: Plan | dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
     """Train and measure every run of the sweep into out_dir; return the runs table."""
     plan = as_plan(plan)
+    out_dir = pick_out_dir(out_dir, plan.identity, plan.cfg.get("out_dir_taken", "refuse"))
+    with results.locked(out_dir):  # one process per folder
+        return record_sweep(plan, out_dir, cfg_yaml)
+
+
+def record_sweep(plan: Plan, out_dir: Path, cfg_yaml: str) -> pd.DataFrame:
+    """run_sweep's work, with out_dir picked and locked."""
     cfg, runs, devices = plan.cfg, list(plan.runs), list(plan.devices)
-    out_dir = pick_out_dir(out_dir, plan.identity, cfg.get("out_dir_taken", "refuse"))
     manifest = prepare_out_dir(out_dir, cfg_yaml, plan.identity)
     done_ids = done_run_ids(out_dir)
     todo = [r for r in runs if r["run_id"] not in done_ids]
