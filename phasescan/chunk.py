@@ -38,8 +38,27 @@ def bytes_per_model(spec: Spec) -> int:
     # (residual, q, k, v, z, mlp hidden x 2) plus the logits. (The attention-free models are
     # smaller than the transformer of the same width: the estimate stays an upper bound.)
     activations = n_examples * (L * fmt.n_ctx * (5 * d + 8 * d) + 3 * fmt.vocab(p))
-    metric_tensors = 4 * p ** 3  # logits over (a, b, c) and their centred copies
+    # The measurement: logits over (a, b, c) and their centred copies, one circle's templates
+    # (the circles' forward passes over all pairs are no larger than training's, counted above).
+    metric_tensors = 8 * p ** 3
     return BYTES * (4 * n_params + 3 * activations + metric_tensors)
+
+
+def shared_bytes(spec: Spec) -> int:
+    """Memory a chunk needs once, whatever its size: the Clock and Pizza template stacks over
+    every frequency (2 x p//2 x p^3 with their centred and flattened copies; the same for every
+    model, so not vmapped). At p = 113 they are ~2 GB; at p = 2000, ~10^5 GB."""
+    return BYTES * 6 * (spec.p // 2) * spec.p ** 3
+
+
+def memory_problem(spec: Spec) -> str | None:
+    """A line naming the shape fields when one model cannot fit the device (None: it fits)."""
+    need, budget = bytes_per_model(spec) + shared_bytes(spec), device_memory_budget()
+    if need <= budget:
+        return None
+    return (f"task.p={spec.p}, model.d_model={spec.d_model}: one model needs about "
+            f"{need / 2**30:.3g} GiB (training and measuring it; the metrics grow as p^4), more "
+            f"than the {budget / 2**30:.3g} GiB this device allows (chunk.device_memory_budget)")
 
 
 def device_memory_budget() -> int:
@@ -55,7 +74,8 @@ def chunk_size_for(spec: Spec, n_runs: int, requested, max_auto: int, n_devices:
     (max_auto models per device at most); chunks of one bucket are made equal (the last one
     padded) so the bucket compiles once, and a multiple of n_devices so each device gets a share."""
     if requested == "auto":
-        size = n_devices * max(1, min(max_auto, device_memory_budget() // bytes_per_model(spec)))
+        room = device_memory_budget() - shared_bytes(spec)
+        size = n_devices * max(1, min(max_auto, room // bytes_per_model(spec)))
     else:
         size = int(requested)
     n_chunks = math.ceil(n_runs / size)

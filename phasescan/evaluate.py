@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import data, grid, metrics, results, weights
+from .chunk import memory_problem
 from .config import compose
 from .train import Spec, build_net
 
@@ -54,6 +55,19 @@ def evaluate_arrays(arrays: dict, overrides=()) -> dict:
     return out
 
 
+def check_overrides(overrides: list[str]) -> list[str]:
+    """Problems of the measurement's overrides, found as a sweep's are (unknown keys, ranges)."""
+    from .config import check_options
+    from .overrides import unknown_names
+
+    kept, problems = unknown_names(list(overrides))
+    try:
+        problems += check_options(compose(*kept))
+    except Exception as error:  # Hydra's own errors (syntax, types): one line
+        problems.append(f"{' '.join(kept)}: {str(error).splitlines()[0]}")
+    return problems
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m phasescan.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,17 +75,20 @@ def main(argv=None) -> int:
     parser.add_argument("overrides", nargs="*",
                         help="config overrides for the measurement, e.g. metrics.grad_sym_triples=all")
     args = parser.parse_args(argv)
+    problems = check_overrides(args.overrides)
     try:
         arrays = weights.load(args.weights)
-    except (OSError, ValueError) as error:
-        print(f"phasescan.evaluate: cannot read {args.weights}: {error}", file=sys.stderr)
-        return 2
-    model_keys = (("embed", "pos_embed", "unembed", *weights.LAYER_KEYS)
-                  if str(arrays.get("kind", "transformer")) == "transformer" else ("embed", "W1", "b1", "unembed"))
-    missing = [k for k in (*model_keys, "attn_rate", "p", "act") if k not in arrays]
-    if missing:
-        print(f"phasescan.evaluate: {args.weights}: missing arrays {', '.join(missing)} "
-              "(layout: docs/weights-format.md)", file=sys.stderr)
+    except weights.UnreadableWeights as error:
+        problems.append(f"cannot read {error}")
+        arrays = None
+    if arrays is not None:
+        problems += [f"{args.weights}: {problem}" for problem in weights.check(arrays)]
+    if arrays is not None and not problems:
+        memory = memory_problem(Spec.from_run(grid.base_fields(compose()) | weights.shape_fields(arrays)))
+        problems += [memory] if memory else []
+    if problems:
+        print("phasescan.evaluate: " + ("\n  ".join([""] + problems) if len(problems) > 1 else problems[0]),
+              file=sys.stderr)
         return 2
     print(json.dumps(evaluate_arrays(arrays, args.overrides)))
     return 0

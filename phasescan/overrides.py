@@ -46,7 +46,8 @@ def unknown_names(args: list[str]) -> tuple[list[str], list[str]]:
             override, = parser.parse_overrides([arg]) if "=" in arg and not arg.startswith("-") else [None]
         except HydraException:  # a syntax error: Hydra reports it
             override = None
-        if (override is None or override.type != OverrideType.CHANGE or override.package is not None
+        # `+key=` / `++key=` add keys: phasescan has no optional ones, so they are checked too
+        if (override is None or override.type == OverrideType.DEL or override.package is not None
                 or override.key_or_group.startswith("hydra")):
             kept.append(arg)
             continue
@@ -71,8 +72,8 @@ def unknown_names(args: list[str]) -> tuple[list[str], list[str]]:
             if part not in node:
                 where = ".".join(parts[:i])
                 what = "axis" if where == "sweep.axes" else f"key in {where}" if where else "key"
-                value = override.input_line.partition("=")[2]
-                problems.append(f"{name}={value}: unknown {what} (allowed: {', '.join(node)})")
+                written, _, value = override.input_line.partition("=")
+                problems.append(f"{written}={value}: unknown {what} (allowed: {', '.join(node)})")
                 kept.remove(override.input_line)
                 break
             node = node[part]

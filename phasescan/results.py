@@ -146,22 +146,48 @@ def locked(out_dir: Path):
 
 
 def write_chunk(out_dir: Path, frame: pd.DataFrame) -> Path:
-    ids = ",".join(frame["run_id"])
-    path = Path(out_dir) / CHUNKS / f"chunk-{hashlib.sha1(ids.encode()).hexdigest()[:16]}.parquet"
+    path = Path(out_dir) / CHUNKS / f"chunk-{chunk_name(frame['run_id'])}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
     return path
 
 
+def chunk_name(run_ids) -> str:
+    """A chunk file's name: the hash of its run_ids, so a file is known by what it holds."""
+    return hashlib.sha1(",".join(run_ids).encode()).hexdigest()[:16]
+
+
+def foreign(frame: pd.DataFrame, path: Path, expected: set | None) -> str | None:
+    """Why a readable parquet in chunks/ is not one of this sweep's chunks (None: it is)."""
+    if not set(ID_COLUMNS + ["algorithm"]) <= set(frame.columns) or frame.empty:
+        return "not a phasescan chunk (its columns are not a runs table's)"
+    if path.stem.split("-", 1)[-1] != chunk_name(frame["run_id"]):
+        return "its name does not match its runs (not written by phasescan as it is)"
+    if expected is not None and not set(frame["run_id"]) <= expected:
+        return "runs of another sweep"
+    return None
+
+
 def read_chunks(out_dir: Path) -> pd.DataFrame | None:
-    """Every finished chunk's rows (None if there are none). A chunk file that cannot be read
-    (damaged outside phasescan) is skipped with a warning: its runs count as not done."""
+    """This sweep's finished chunks' rows, each run once (None if there are none). A file that
+    cannot be read (damaged outside phasescan) or is not one of the sweep's chunks (another
+    sweep's, a stray parquet; the manifest lists the sweep's run_ids) is skipped and named on
+    stderr: its runs count as not done, and nothing foreign enters the table."""
+    manifest = read_manifest(out_dir) if (Path(out_dir) / MANIFEST).is_file() else None
+    expected = set(manifest["run_ids"]) if manifest and "run_ids" in manifest else None
     frames = []
     for f in sorted((Path(out_dir) / CHUNKS).glob("chunk-*.parquet")):
         try:
-            frames.append(pd.read_parquet(f))
+            frame = pd.read_parquet(f)
         except Exception as error:  # pyarrow raises several types for a damaged file
-            print(f"phasescan: {f}: unreadable, its runs count as not done ({error})", file=sys.stderr)
+            print(f"phasescan: {f}: unreadable, skipped: its runs count as not done "
+                  f"({type(error).__name__})", file=sys.stderr)
+            continue
+        why = foreign(frame, f, expected)
+        if why:
+            print(f"phasescan: {f}: skipped, {why}", file=sys.stderr)
+            continue
+        frames.append(frame)
     if not frames:
         return None
     frame = pd.concat(frames, ignore_index=True)
@@ -185,7 +211,11 @@ def load(path) -> pd.DataFrame:
     if path.is_file():
         return pd.read_parquet(path)
     if (path / RUNS).is_file():
-        return pd.read_parquet(path / RUNS)
+        try:
+            return pd.read_parquet(path / RUNS)
+        except Exception as error:  # damaged outside phasescan: the chunks hold the same rows
+            print(f"phasescan: {path / RUNS}: unreadable ({type(error).__name__}); reading the "
+                  f"finished chunks instead", file=sys.stderr)
     frame = read_chunks(path)
     total = "?"
     if (path / MANIFEST).is_file():

@@ -30,7 +30,7 @@ import jax
 import pandas as pd
 
 from . import checkpoint, grid, history, refine, results, shard, weights
-from .chunk import Resume, chunk_size_for, compile_chunk, run_chunk, split_history
+from .chunk import Resume, chunk_size_for, compile_chunk, memory_problem, run_chunk, split_history
 from .config import ConfigError, check_options, is_int
 from .progress import Progress
 from .train import Spec
@@ -80,6 +80,10 @@ def validated_runs(cfg: dict) -> list[dict]:
         runs = shard.select(runs, cfg["sweep"])  # this shard's runs (all of them, unsharded)
     except ConfigError as error:
         problems += error.problems
+    for bucket in grid.buckets(runs).values():  # before anything is written
+        problem = memory_problem(Spec.from_run(bucket[0]))
+        if problem and problem not in problems:
+            problems.append(problem)
     if problems:
         raise ConfigError(problems)
     return runs
@@ -314,6 +318,8 @@ def record_sweep(plan: Plan, out_dir: Path, cfg_yaml: str) -> pd.DataFrame:
     todo = [r for r in runs if r["run_id"] not in done_ids]
     manifest.update(results.environment(), sweep=cfg["sweep"].get("name"), n_runs=len(runs),
                     devices_used=len(devices),
+                    # the sweep's own runs (refinement adds its own): chunks of others are skipped
+                    run_ids=sorted(set(manifest.get("run_ids", [])) | {r["run_id"] for r in runs}),
                     resumes=manifest["resumes"] + 1, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
                     finished=None)
     manifest.setdefault("compile_s", {})
@@ -343,6 +349,8 @@ def record_sweep(plan: Plan, out_dir: Path, cfg_yaml: str) -> pd.DataFrame:
 def train_new_runs(cfg: dict, out_dir: Path, runs: list[dict], manifest: dict,
                    devices: list, stop: StopRequest | None = None) -> pd.DataFrame:
     """Train the runs not yet in out_dir (e.g. refinement's); return the rows of all `runs`."""
+    manifest["run_ids"] = sorted(set(manifest.get("run_ids", [])) | {r["run_id"] for r in runs})
+    results.write_manifest(out_dir, manifest)
     done_ids = done_run_ids(out_dir)
     progress = new_progress(runs, done_ids)
     try:

@@ -5,6 +5,8 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
+import pytest
 
 from phasescan import grid, results, weights
 from phasescan.chunk import compile_chunk, run_chunk
@@ -71,3 +73,78 @@ def test_inspecting_a_diverged_run_says_so_instead_of_crashing(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"run {bad} diverged: no inspection figure" in proc.stderr
     assert not (out / "figures" / f"inspect_{bad}.png").exists()
+
+
+def test_stray_files_in_chunks_are_skipped_and_named(tmp_path):
+    """A zero-byte chunk, a foreign parquet and another sweep's chunk copied in: the table keeps
+    only this sweep's runs, each once, and says which files it skipped."""
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    first = run_sweep(compose(*TINY), ours)
+    run_sweep(compose(*TINY, "task.p=13"), theirs)
+    chunks = ours / results.CHUNKS
+    (chunks / "chunk-empty.parquet").write_bytes(b"")
+    pd.DataFrame({"x": [1, 2]}).to_parquet(chunks / "chunk-foreign.parquet")
+    for f in (theirs / results.CHUNKS).glob("chunk-*.parquet"):
+        (chunks / f.name).write_bytes(f.read_bytes())
+    proc = run_cli(*TINY, f"out_dir={ours}")  # resumes: nothing to train, assembles again
+    table = pd.read_parquet(ours / results.RUNS)
+    assert sorted(table["run_id"]) == sorted(first["run_id"]) and table["run_id"].is_unique
+    assert "chunk-empty.parquet: unreadable, skipped" in proc.stderr
+    assert "chunk-foreign.parquet: skipped, not a phasescan chunk" in proc.stderr
+    assert "skipped, runs of another sweep" in proc.stderr
+
+
+def test_load_falls_back_to_the_chunks_when_runs_parquet_is_damaged(tmp_path, capsys):
+    from phasescan import load
+    out = tmp_path / "out"
+    first = run_sweep(compose(*TINY), out)
+    (out / results.RUNS).write_bytes(b"not parquet")
+    frame = load(out)
+    assert sorted(frame["run_id"]) == sorted(first["run_id"])
+    assert "unreadable" in capsys.readouterr().err
+
+
+def test_a_model_too_large_for_the_device_is_refused_before_anything_is_written(tmp_path):
+    proc = run_cli("task.p=2000", f"out_dir={tmp_path / 'huge'}", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "task.p=2000, model.d_model=64: one model needs about" in proc.stderr
+    assert not (tmp_path / "huge").exists()
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"", "not a readable .npz file"), (b"hello", "not a readable .npz file"),
+    ("npy", "a single array (.npy)"), ("object", "holds object arrays (refused)")])
+def test_evaluate_refuses_what_is_not_a_weights_file(tmp_path, content, says):
+    path = tmp_path / "w.npz"
+    if content == "npy":
+        np.save(tmp_path / "w.npy", np.zeros(3))
+        path = tmp_path / "w.npy"
+    elif content == "object":
+        np.savez(path, a=np.array([{"x": 1}], dtype=object))
+    else:
+        path.write_bytes(content)
+    proc = subprocess.run([sys.executable, "-m", "phasescan.evaluate", str(path)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and says in proc.stderr
+    assert "Traceback" not in proc.stderr and "allow_pickle" not in proc.stderr
+
+
+def test_evaluate_checks_every_key_shape_and_override(tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, p=np.float64(13.7), act=np.str_("tanh"), attn_rate=np.float32(5),
+             op=np.str_("div"), train_frac=np.float32(2), bogus=np.zeros(2))
+    proc = subprocess.run([sys.executable, "-m", "phasescan.evaluate", str(path),
+                           "metrics.grad_sym_triples=-1", "classify.min_test_acc=5", "foo=1"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    for says in ("p=13.7: expected an integer", "act='tanh': must be one of relu, gelu",
+                 "attn_rate=5.0: must lie in [0, 1]", "op='div': must be one of",
+                 "train_frac=2.0: must lie in (0, 1]", "bogus: unknown array",
+                 "metrics.grad_sym_triples=-1", "classify.min_test_acc=5", "foo=1: unknown key"):
+        assert says in proc.stderr, says
+    # shapes against each other, before anything is allocated: p = 100000 with 13 rows
+    np.savez(path, p=np.int64(100000), act=np.str_("relu"), attn_rate=np.float32(1.0),
+             embed=np.zeros((13, 16), np.float32))
+    proc = subprocess.run([sys.executable, "-m", "phasescan.evaluate", str(path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "embed: axis 0 (vocab) is 13, expected 100000" in proc.stderr
