@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -80,10 +81,19 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as error:
         fail(error)
     except KeyboardInterrupt as stop:
-        kept = f"{stop}; finished chunks are kept" if str(stop) else "finished chunks are kept"
-        print(f"phasescan: interrupted: {kept} in {out_dir or 'out_dir'}. Resume with:\n"
-              f"  {resume_command(out_dir)}", file=sys.stderr)
+        if out_dir is None or not Path(out_dir).exists():
+            print(f"phasescan: interrupted before anything was written. Run it again: "
+                  f"{resume_command(None)}", file=sys.stderr)
+        else:
+            kept = f"{stop}; finished chunks are kept" if str(stop) else "finished chunks are kept"
+            print(f"phasescan: interrupted: {kept} in {out_dir}. Resume with: "
+                  f"{resume_command(out_dir)}", file=sys.stderr)
         sys.exit(130)
+    except OSError as error:  # a read-only folder, a full disk: one line, finished chunks kept
+        print(f"phasescan: cannot write {error.filename or out_dir}: {error.strerror or error}; "
+              f"finished chunks are kept in {out_dir}. Free space or choose another out_dir, "
+              f"then resume with: {resume_command(out_dir)}", file=sys.stderr)
+        sys.exit(1)
     log.info("%d runs -> %s", len(frame), out_dir / "runs.parquet")
     from . import table
     print(table.format_table(frame))
@@ -107,6 +117,10 @@ def draw_figures(out_dir: Path) -> None:
     from . import plot
     try:
         paths = plot.draw(out_dir, inspect="saved")
+    except KeyboardInterrupt:
+        log.error("interrupted while drawing the figures; the results are complete in %s. Draw "
+                  "them with: python -m phasescan.plot %s", out_dir, out_dir)
+        sys.exit(130)
     except Exception as error:  # the results are on disk: say so, and how to draw again
         log.error("drawing the figures failed (%s: %s); results are kept, retry with "
                   "`python -m phasescan.plot %s`", type(error).__name__, error, out_dir)
@@ -114,10 +128,22 @@ def draw_figures(out_dir: Path) -> None:
     log.info("figures (%d files) -> %s", len(paths), out_dir / plot.FIGURES)
 
 
-if __name__ == "__main__":
-    from .overrides import check
+def terminate(signum, frame):
+    """SIGTERM (a scheduler's stop) as Ctrl-C: the same one-line report and resume command.
+    While chunks train, sweep.stop_on_signals handles both (stopping within a segment)."""
+    raise KeyboardInterrupt
 
-    sys.argv[1:], problems = check(sys.argv[1:])  # unknown keys/options: reported like the rest
-    if problems:
-        fail(ConfigError(problems))
-    main()
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        from .overrides import check
+
+        sys.argv[1:], problems = check(sys.argv[1:])  # unknown keys/options: reported like the rest
+        if problems:
+            fail(ConfigError(problems))
+        main()
+    except KeyboardInterrupt:  # before Hydra started: nothing was written
+        print(f"phasescan: interrupted before anything was written. Run it again: "
+              f"{resume_command(None)}", file=sys.stderr)
+        sys.exit(130)

@@ -534,6 +534,13 @@ def main(argv=None) -> int:
     except FileNotFoundError as error:
         print(f"phasescan.plot: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a read-only folder, a full disk: one line, the results untouched
+        print(f"phasescan.plot: cannot write {error.filename or args.results_dir}: "
+              f"{error.strerror or error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("phasescan.plot: interrupted; the results are untouched", file=sys.stderr)
+        return 130
     print(table.format_table(results.load(args.results_dir), chosen["x"], chosen["y"]))
     for path in paths:
         print(path)

@@ -148,3 +148,30 @@ def test_evaluate_checks_every_key_shape_and_override(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "phasescan.evaluate", str(path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "embed: axis 0 (vocab) is 13, expected 100000" in proc.stderr
+
+
+def test_an_out_dir_that_cannot_be_written_is_one_line(tmp_path):
+    proc = run_cli(*TINY, "out_dir=/proc/phasescan-cannot-be-here", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "out_dir=/proc/phasescan-cannot-be-here: cannot write there" in proc.stderr
+
+
+def test_plot_on_a_damaged_folder_is_one_line(tmp_path):
+    (tmp_path / results.RUNS).write_bytes(b"damaged")
+    proc = subprocess.run([sys.executable, "-m", "phasescan.plot", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 2  # the note on runs.parquet, and why
+
+
+def test_sigterm_during_start_up_is_one_line():
+    """A stop before anything is written: one line, no traceback, exit 130."""
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "phasescan", *TINY], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4.0)  # past the imports; composing, compiling or training: each answers alike
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert "interrupted" in err and "python -m phasescan" in err
