@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from .config import FIELDS, STATIC, ConfigError, coerce, cross_check, is_int
 
+MAX_RUNS = 10_000_000  # a grid larger than this is refused, not expanded
 RANGE = re.compile(r"^\s*(linspace|logspace|geomspace|uniform|loguniform)\s*\((.*)\)\s*$")
 
 
@@ -70,14 +72,14 @@ def axis_values(name: str, spec: Any, sample_seed: int) -> list:
     return values
 
 
-def seeds_of(sweep: dict) -> list[int]:
+def seeds_of(sweep: dict) -> range:
     seeds = sweep.get("seeds")
     if not is_int(seeds) or seeds < 1:
         raise ConfigError(f"sweep.seeds={seeds!r}: must be a positive integer (the number of seeds)")
     start = sweep.get("seed_start", 0)
     if not is_int(start) or start < 0:
         raise ConfigError(f"sweep.seed_start={start!r}: must be a non-negative integer")
-    return list(range(start, start + seeds))
+    return range(start, start + seeds)  # lazy: a huge count is refused by size, not built
 
 
 def base_fields(cfg: dict) -> dict:
@@ -219,6 +221,11 @@ def expand(cfg: dict) -> list[dict]:
         problems += e.problems
         variants = []
 
+    size = len(variants) * len(seeds) * math.prod(len(values) for values in axes.values())
+    if size > MAX_RUNS:  # refused before a list that size is built
+        problems.append(f"sweep: the grid has {size:,} runs, more than {MAX_RUNS:,} in one sweep "
+                        "(fewer seeds or axis values, or several sweeps)")
+        variants = []
     runs, seen = [], {}
     for v, variant in enumerate(variants):
         for combo in itertools.product(*axes.values()):
