@@ -5,7 +5,6 @@ allocation beyond the input's own size."""
 import os
 
 import numpy as np
-import pytest
 from hydra.errors import HydraException
 from hypothesis import HealthCheck, given, settings, strategies as st
 
