@@ -49,6 +49,10 @@ def axis_values(name: str, spec: Any, sample_seed: int) -> list:
         if len(args) not in (3, 4) or not float(args[2]).is_integer() or args[2] < 1:
             raise ConfigError(f"{where}={spec!r}: expected {kind}(start, stop, num) with num a positive integer")
         lo, hi, num = args[0], args[1], int(args[2])
+        if not all(np.isfinite(args)) or num > MAX_RUNS:
+            raise ConfigError(f"{where}={spec!r}: arguments must be finite, num at most {MAX_RUNS:,}")
+        if kind in ("geomspace", "loguniform") and not (lo > 0 and hi > 0):
+            raise ConfigError(f"{where}={spec!r}: {kind} needs start and stop > 0")
         rng = np.random.default_rng(sample_seed)
         values = {
             "linspace": lambda: np.linspace(lo, hi, num),
@@ -57,6 +61,8 @@ def axis_values(name: str, spec: Any, sample_seed: int) -> list:
             "uniform": lambda: rng.uniform(lo, hi, num),
             "loguniform": lambda: np.exp(rng.uniform(np.log(lo), np.log(hi), num)),
         }[kind]()
+        if not np.all(np.isfinite(values)):  # e.g. logspace(400,401,2): too large for a float
+            raise ConfigError(f"{where}={spec!r}: gives non-finite values")
         if FIELDS[name].type is int:
             values = np.round(values)
         # 12 significant digits: linspace's 0.15000000000000002 becomes 0.15 in tables and ids.

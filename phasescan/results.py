@@ -168,11 +168,12 @@ def foreign(frame: pd.DataFrame, path: Path, expected: set | None) -> str | None
     return None
 
 
-def read_chunks(out_dir: Path) -> pd.DataFrame | None:
+def read_chunks(out_dir: Path, quiet: bool = False) -> pd.DataFrame | None:
     """This sweep's finished chunks' rows, each run once (None if there are none). A file that
     cannot be read (damaged outside phasescan) or is not one of the sweep's chunks (another
     sweep's, a stray parquet; the manifest lists the sweep's run_ids) is skipped and named on
-    stderr: its runs count as not done, and nothing foreign enters the table."""
+    stderr (unless `quiet`: said once already): its runs count as not done, and nothing foreign
+    enters the table."""
     manifest = read_manifest(out_dir) if (Path(out_dir) / MANIFEST).is_file() else None
     expected = set(manifest["run_ids"]) if manifest and "run_ids" in manifest else None
     frames = []
@@ -180,12 +181,14 @@ def read_chunks(out_dir: Path) -> pd.DataFrame | None:
         try:
             frame = pd.read_parquet(f)
         except Exception as error:  # pyarrow raises several types for a damaged file
-            print(f"phasescan: {f}: unreadable, skipped: its runs count as not done "
-                  f"({type(error).__name__})", file=sys.stderr)
+            if not quiet:
+                print(f"phasescan: {f}: unreadable, skipped: its runs count as not done "
+                      f"({type(error).__name__})", file=sys.stderr)
             continue
         why = foreign(frame, f, expected)
         if why:
-            print(f"phasescan: {f}: skipped, {why}", file=sys.stderr)
+            if not quiet:
+                print(f"phasescan: {f}: skipped, {why}", file=sys.stderr)
             continue
         frames.append(frame)
     if not frames:
@@ -196,7 +199,7 @@ def read_chunks(out_dir: Path) -> pd.DataFrame | None:
 
 def assemble(out_dir: Path) -> pd.DataFrame:
     """Write runs.parquet from every finished chunk, atomically; return the table."""
-    frame = read_chunks(out_dir)
+    frame = read_chunks(out_dir, quiet=True)  # skipped files were named when the sweep began
     write_atomic(Path(out_dir) / RUNS, lambda tmp: frame.to_parquet(tmp, index=False))
     return frame
 

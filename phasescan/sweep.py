@@ -80,8 +80,8 @@ def validated_runs(cfg: dict) -> list[dict]:
         runs = shard.select(runs, cfg["sweep"])  # this shard's runs (all of them, unsharded)
     except ConfigError as error:
         problems += error.problems
-    for bucket in grid.buckets(runs).values():  # before anything is written
-        problem = memory_problem(Spec.from_run(bucket[0]))
+    for run in {grid.bucket_key(r): r for r in runs}.values():  # one per bucket, before writing
+        problem = memory_problem(Spec.from_run(run))
         if problem and problem not in problems:
             problems.append(problem)
     if problems:

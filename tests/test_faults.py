@@ -164,13 +164,15 @@ def test_plot_on_a_damaged_folder_is_one_line(tmp_path):
     assert len(proc.stderr.strip().splitlines()) <= 2  # the note on runs.parquet, and why
 
 
-def test_sigterm_during_start_up_is_one_line():
-    """A stop before anything is written: one line, no traceback, exit 130."""
+def test_sigterm_during_start_up_is_one_line(tmp_path):
+    """A stop early on (composing, compiling or training: each answers alike): one line, no
+    traceback, exit 130, the command that resumes."""
     import signal
     import time
-    proc = subprocess.Popen([sys.executable, "-m", "phasescan", *TINY], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "phasescan", *TINY, "train.steps=200000",
+                             f"out_dir={tmp_path / 'out'}"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4.0)  # past the imports; composing, compiling or training: each answers alike
+    time.sleep(4.0)  # past the imports (the handler is installed first thing after them)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]

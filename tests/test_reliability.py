@@ -336,7 +336,8 @@ def test_load_refuses_a_folder_without_results(tmp_path):
 
 
 def test_a_damaged_chunk_counts_as_not_done(tmp_path, capsys):
-    good = pd.DataFrame({"run_id": ["a", "b"], "run_index": [1, 0], "x": [1.0, 2.0]})
+    good = pd.DataFrame({"run_id": ["a", "b"], "run_index": [1, 0], "seed": [0, 1],
+                         "data_seed": [0, 1], "algorithm": ["pizza", "clock"], "x": [1.0, 2.0]})
     results.write_chunk(tmp_path, good)
     (tmp_path / results.CHUNKS / "chunk-damaged.parquet").write_bytes(b"PAR1 cut off")
     # what a kill in the middle of write_atomic leaves: hidden, never read
