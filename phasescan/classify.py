@@ -28,7 +28,6 @@ ALGORITHMS = ("clock", "pizza", "mixed", "other", "non_circular", "unlearned", "
 THRESHOLDS = ("min_test_acc", "min_circularity", "pizza_min_grad_sym", "pizza_max_dist_irr",
               "clock_max_grad_sym", "clock_min_dist_irr", "circle_min_fve", "circle_margin")
 CIRCLE_THRESHOLDS = ("circle_min_fve", "circle_margin")
-CIRCLE_ALGORITHMS = ("clock", "pizza", "unclear")
 
 
 def circle_matrix(values) -> np.ndarray:

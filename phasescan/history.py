@@ -9,7 +9,6 @@ written durably per chunk next to the results chunks and assembled into history.
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -46,20 +45,12 @@ def write_chunk(out_dir: Path, frame: pd.DataFrame) -> Path:
 def read_chunks(out_dir: Path) -> pd.DataFrame | None:
     """The history rows of this sweep's runs (the manifest's run_ids), damaged or foreign files
     skipped and named on stderr, as results.read_chunks does for the result rows."""
-    manifest = results.read_manifest(out_dir) if (Path(out_dir) / results.MANIFEST).is_file() else None
-    expected = set(manifest["run_ids"]) if manifest and "run_ids" in manifest else None
-    frames = []
-    for f in sorted((Path(out_dir) / results.CHUNKS).glob(f"{KIND}-*.parquet")):
-        try:
-            frame = pd.read_parquet(f)
-        except Exception as error:  # pyarrow raises several types for a damaged file
-            print(f"phasescan: {f}: unreadable, skipped ({type(error).__name__})", file=sys.stderr)
-            continue
-        if not {"run_id", "step"} <= set(frame.columns) or (
-                expected is not None and not set(frame["run_id"]) <= expected):
-            print(f"phasescan: {f}: skipped, not a history chunk of this sweep", file=sys.stderr)
-            continue
-        frames.append(frame)
+    def foreign(frame, path, expected):
+        ours = {"run_id", "step"} <= set(frame.columns) and (
+            expected is None or set(frame["run_id"]) <= expected)
+        return None if ours else "not a history chunk of this sweep"
+
+    frames = results.chunk_frames(out_dir, KIND, foreign)
     if not frames:
         return None
     frame = pd.concat(frames, ignore_index=True)

@@ -168,29 +168,33 @@ def foreign(frame: pd.DataFrame, path: Path, expected: set | None) -> str | None
     return None
 
 
-def read_chunks(out_dir: Path, quiet: bool = False) -> pd.DataFrame | None:
-    """This sweep's finished chunks' rows, each run once (None if there are none). A file that
-    cannot be read (damaged outside phasescan) or is not one of the sweep's chunks (another
-    sweep's, a stray parquet; the manifest lists the sweep's run_ids) is skipped and named on
-    stderr (unless `quiet`: said once already): its runs count as not done, and nothing foreign
-    enters the table."""
+def chunk_frames(out_dir: Path, kind: str, why_foreign, quiet: bool = False) -> list[pd.DataFrame]:
+    """The readable files `chunks/<kind>-*.parquet` of this sweep: a damaged one, or one that
+    `why_foreign(frame, path, expected run_ids)` rejects (the manifest lists the sweep's
+    run_ids), is skipped and named on stderr (unless `quiet`: said once already)."""
     manifest = read_manifest(out_dir) if (Path(out_dir) / MANIFEST).is_file() else None
     expected = set(manifest["run_ids"]) if manifest and "run_ids" in manifest else None
     frames = []
-    for f in sorted((Path(out_dir) / CHUNKS).glob("chunk-*.parquet")):
+    for f in sorted((Path(out_dir) / CHUNKS).glob(f"{kind}-*.parquet")):
         try:
             frame = pd.read_parquet(f)
+            why = why_foreign(frame, f, expected)
         except Exception as error:  # pyarrow raises several types for a damaged file
-            if not quiet:
-                print(f"phasescan: {f}: unreadable, skipped: its runs count as not done "
-                      f"({type(error).__name__})", file=sys.stderr)
-            continue
-        why = foreign(frame, f, expected)
-        if why:
-            if not quiet:
-                print(f"phasescan: {f}: skipped, {why}", file=sys.stderr)
-            continue
-        frames.append(frame)
+            why = f"unreadable, skipped: its runs count as not done ({type(error).__name__})"
+        else:
+            why = why and f"skipped, {why}"
+        if why and not quiet:
+            print(f"phasescan: {f}: {why}", file=sys.stderr)
+        elif not why:
+            frames.append(frame)
+    return frames
+
+
+def read_chunks(out_dir: Path, quiet: bool = False) -> pd.DataFrame | None:
+    """This sweep's finished chunks' rows, each run once (None if there are none). A damaged
+    file or one that is not the sweep's (another sweep's, a stray parquet) is skipped and named
+    (chunk_frames): its runs count as not done, and nothing foreign enters the table."""
+    frames = chunk_frames(out_dir, "chunk", foreign, quiet)
     if not frames:
         return None
     frame = pd.concat(frames, ignore_index=True)

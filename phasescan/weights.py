@@ -126,7 +126,7 @@ def check(arrays: dict) -> list[str]:
         for axis, (name, size) in enumerate(zip(dims, array.shape)):
             if sizes.setdefault(name, size) != size:
                 problems.append(f"{key}: axis {axis} ({name}) is {size}, expected {sizes[name]} "
-                                f"(p={p}, kind {kind}, input_format {fmt_name(scalars)})")
+                                f"(p={p}, kind {kind}, input_format {scalars.get('input_format', 'ab')})")
                 break
     if not problems and kind == "transformer":
         d, heads, e = sizes["d"], sizes["H"], sizes["e"]
@@ -136,10 +136,6 @@ def check(arrays: dict) -> list[str]:
     if not problems and kind == "linear_d" and 2 * sizes["w"] != sizes["h"]:
         problems.append(f"embed: width must be h / 2 = {sizes['h'] // 2} for kind linear_d")
     return problems
-
-
-def fmt_name(scalars: dict) -> str:
-    return scalars.get("input_format", "ab")
 
 
 def save(path: Path, arrays: dict) -> None:
