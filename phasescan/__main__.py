@@ -62,7 +62,7 @@ def results_dir(cfg: dict) -> Path:
     return shard.results_dir(base, cfg["sweep"])
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="config")
+@hydra.main(version_base=None, config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from .compile_cache import enable as enable_compile_cache
     from .determinism import enable as enable_determinism
@@ -134,8 +134,12 @@ def terminate(signum, frame):
     raise KeyboardInterrupt
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `phasescan` command (and `python -m phasescan`)."""
     signal.signal(signal.SIGTERM, terminate)
+    if "--version" in sys.argv[1:]:  # Hydra's own flag would print Hydra's version
+        print(version_line())
+        return
     try:
         from .overrides import check
 
@@ -147,3 +151,14 @@ if __name__ == "__main__":
         print(f"phasescan: interrupted before anything was written. Run it again: "
               f"{resume_command(None)}", file=sys.stderr)
         sys.exit(130)
+
+
+def version_line() -> str:
+    from importlib.metadata import version
+
+    from .version import __version__
+    return f"phasescan {__version__} (hydra-core {version('hydra-core')}, jax {version('jax')})"
+
+
+if __name__ == "__main__":
+    cli()

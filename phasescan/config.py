@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 from .classify import THRESHOLDS
@@ -15,6 +16,9 @@ from .tasks import INPUT_FORMATS, OPS, is_prime, n_train
 
 # The model families (train.build_net): the paper's transformer and the authors' attention-free
 # models A, B, C, D, X (linear.py). Listed here so validation needs no JAX.
+# The Hydra config groups ship inside the package (a wheel has them; ./conf links here).
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
 MODEL_KINDS = ("transformer", "linear_a", "linear_b", "linear_c", "linear_d", "linear_x")
 
 
@@ -227,11 +231,8 @@ def check_options(cfg: dict) -> list[str]:
 def compose(*overrides: str) -> dict:
     """The resolved config as a plain dict, exactly as `python -m phasescan OVERRIDES` sees it
     (for tools and tests that run outside the Hydra app)."""
-    from pathlib import Path
-
     from hydra import compose as hydra_compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    conf_dir = Path(__file__).resolve().parent.parent / "conf"
-    with initialize_config_dir(version_base=None, config_dir=str(conf_dir)):
+    with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR)):
         return OmegaConf.to_container(hydra_compose("config", overrides=list(overrides)), resolve=True)

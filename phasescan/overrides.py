@@ -13,11 +13,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
 from hydra.errors import HydraException
 
-from .config import ConfigError, compose
+from .config import CONF_DIR, ConfigError, compose
 from .grid import RANGE  # Hydra would read linspace(0,1,3) as a call of its own
-
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
 
 def quote_ranges(args: list[str]) -> list[str]:
     """`sweep.axes.x=linspace(0,1,3)` -> `sweep.axes.x='linspace(0,1,3)'`: a string for grid."""

@@ -9,7 +9,7 @@ PACKAGE = ROOT / "phasescan"
 
 # Lowest first. A module may import modules of its own layer or of a lower one, never a higher.
 LAYERS = {
-    "spec": ["tasks", "classify", "config", "grid", "shard", "progress"],  # no JAX
+    "spec": ["version", "tasks", "classify", "config", "grid", "shard", "progress"],  # no JAX
     "engine": ["model", "linear", "data", "precision", "loss", "metrics", "train", "chunk",
                "compile_cache", "determinism"],
     "storage": ["results", "history", "weights", "checkpoint"],
