@@ -6,24 +6,15 @@ import os
 import shlex
 import signal
 import sys
-import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from . import app
 from .config import ConfigError
 
 log = logging.getLogger("phasescan")
-
-
-def setup_logging() -> None:
-    if not log.handlers:  # Hydra's own logging is off (conf/config.yaml); one handler, no repeats
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("phasescan: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
 
 
 def fail(error: ConfigError) -> None:
@@ -35,7 +26,8 @@ def fail(error: ConfigError) -> None:
 
 
 def results_dir(cfg: dict) -> Path:
-    """Where this process writes. out_dir, else results/<sweep>/<timestamp>/; in a multirun the
+    """Where this process writes. out_dir; else hydra.run.dir when set on the command line (the
+    folder Hydra creates is the one written); else results/<sweep>/<timestamp>/. In a multirun the
     multirun's folder (hydra.sweep.dir: one for all its jobs, so the shards of a sweep land
     together; a job that is not a shard gets its own subfolder). A shard writes into
     <that>/shard-<i>-of-<N>/ (phasescan.shard)."""
@@ -57,31 +49,30 @@ def results_dir(cfg: dict) -> Path:
     elif sharded:
         raise ConfigError("out_dir: required with sweep.num_shards > 1 outside a multirun (every "
                           "shard of a sweep must write under the same folder)")
+    elif Path(hydra_cfg.run.dir) != Path("."):  # conf/config.yaml's default is "."
+        base = Path(hydra_cfg.run.dir)
     else:
-        base = Path(f"results/{cfg['sweep']['name']}/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+        base = app.default_out_dir(cfg)
     return shard.results_dir(base, cfg["sweep"])
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from .compile_cache import enable as enable_compile_cache
-    from .determinism import enable as enable_determinism
-    from .sweep import choose_out_dir, make_plan, run_sweep  # after Hydra parsed the command line: --help stays fast
+    from hydra.core.hydra_config import HydraConfig
 
-    setup_logging()
+    app.setup_logging()
     cfg_dict = OmegaConf.to_container(cfg, resolve=True)
-    enable_determinism(cfg_dict.get("deterministic", True) is True)  # before the backend starts
-    enable_compile_cache(cfg_dict.get("compile_cache"))
+    app.start_backend(cfg_dict)
     out_dir = None  # known once results_dir has run; Ctrl-C may come before
     try:
         out_dir = results_dir(cfg_dict)
-        plan = make_plan(cfg_dict)  # the one validation: everything below reads the plan
-        out_dir = choose_out_dir(plan, out_dir)  # out_dir_taken=sibling may move it
-        frame = run_sweep(plan, out_dir, OmegaConf.to_yaml(cfg))
+        frame, out_dir = app.execute(cfg_dict, out_dir, command=command_line(),
+                                     overrides=list(HydraConfig.get().overrides.task),
+                                     cfg_yaml=OmegaConf.to_yaml(cfg))
     except ConfigError as error:
         fail(error)
     except KeyboardInterrupt as stop:
-        if out_dir is None or not Path(out_dir).exists():
+        if out_dir is None or not (Path(out_dir) / "manifest.json").exists():
             print(f"phasescan: interrupted before anything was written. Run it again: "
                   f"{resume_command(None)}", file=sys.stderr)
         else:
@@ -94,7 +85,6 @@ def main(cfg: DictConfig) -> None:
               f"finished chunks are kept in {out_dir}. Free space or choose another out_dir, "
               f"then resume with: {resume_command(out_dir)}", file=sys.stderr)
         sys.exit(1)
-    log.info("%d runs -> %s", len(frame), out_dir / "runs.parquet")
     from . import table
     print(table.format_table(frame))
     if cfg.plot and cfg.sweep.num_shards > 1:
@@ -104,19 +94,26 @@ def main(cfg: DictConfig) -> None:
         draw_figures(out_dir)
 
 
+def program() -> str:
+    return "phasescan" if Path(sys.argv[0]).name == "phasescan" else "python -m phasescan"
+
+
+def command_line() -> str:
+    """This command as typed (quoted for a shell)."""
+    return " ".join([program(), *map(shlex.quote, sys.argv[1:])])
+
+
 def resume_command(out_dir: Path | None) -> str:
     """This command again, writing to the same folder (out_dir made explicit)."""
     args = [a for a in sys.argv[1:] if not a.startswith("out_dir=")]
     if out_dir is not None:
         args.append(f"out_dir={out_dir}")
-    return " ".join(["python -m phasescan", *map(shlex.quote, args)])
+    return " ".join([program(), *map(shlex.quote, args)])
 
 
 def draw_figures(out_dir: Path) -> None:
-    """The sweep's figures; inspection figures only for runs whose weights were saved (no retraining)."""
-    from . import plot
     try:
-        paths = plot.draw(out_dir, inspect="saved")
+        app.draw_figures(out_dir)
     except KeyboardInterrupt:
         log.error("interrupted while drawing the figures; the results are complete in %s. Draw "
                   "them with: python -m phasescan.plot %s", out_dir, out_dir)
@@ -125,7 +122,6 @@ def draw_figures(out_dir: Path) -> None:
         log.error("drawing the figures failed (%s: %s); results are kept, retry with "
                   "`python -m phasescan.plot %s`", type(error).__name__, error, out_dir)
         sys.exit(1)
-    log.info("figures (%d files) -> %s", len(paths), out_dir / plot.FIGURES)
 
 
 def terminate(signum, frame):

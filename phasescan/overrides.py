@@ -77,16 +77,39 @@ def unknown_names(args: list[str]) -> tuple[list[str], list[str]]:
     return kept, problems
 
 
+# Hydra's flags that take the next word as their value (`-sc install=bash`, `-cn other`).
+FLAGS_WITH_VALUE = {"-sc", "--shell-completion", "-cp", "--config-path", "-cn", "--config-name",
+                    "-cd", "--config-dir", "-p", "--package", "--experimental-rerun"}
+INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def split_flags(args: list[str]) -> tuple[list[str], list[str]]:
+    """(overrides, Hydra's flags with their values): flags are Hydra's, never checked here."""
+    overrides, flags, i = [], [], 0
+    while i < len(args):
+        arg = args[i]
+        takes_value = arg in FLAGS_WITH_VALUE or (
+            arg in ("-i", "--info") and i + 1 < len(args) and args[i + 1] in INFO_TOPICS)
+        if arg.startswith("-"):
+            flags += args[i:i + 2] if takes_value else [arg]
+            i += 2 if takes_value else 1
+        else:
+            overrides.append(arg)
+            i += 1
+    return overrides, flags
+
+
 def check(args: list[str]) -> tuple[list[str], list[str]]:
     """(args for Hydra, problems). When a key or group option is unknown, the rest of the command
-    line is composed and validated here too, so that every problem is reported at once."""
+    line is composed and validated here too, so that every problem is reported at once. Hydra's
+    flags pass through untouched."""
     from .sweep import validated_runs  # imports jax: only when there is something to report
 
-    args = quote_ranges(args)
+    args, flags = split_flags(quote_ranges(args))
     try:
         kept, problems = unknown_names(args)
     except HydraException:  # the config files themselves do not compose: Hydra says why
-        return args, []
+        return flags + args, []
     if problems:
         try:
             validated_runs(compose(*[a for a in kept if "=" in a and not a.startswith(("-", "hydra"))]))
@@ -94,4 +117,85 @@ def check(args: list[str]) -> tuple[list[str], list[str]]:
             problems += error.problems
         except HydraException:  # the rest has a problem of Hydra's own: reported once these are fixed
             pass
-    return kept, problems
+    return flags + kept, problems
+
+
+# ---------------------------------------------------------------- overrides that change nothing
+
+def parsed(args: list[str]) -> list[tuple[str, str]]:
+    """(key or group, the override as written) for each plain `key=value` override."""
+    parser, out = OverridesParser.create(), []
+    for arg in args:
+        if "=" not in arg or arg.startswith(("-", "~", "+", "hydra")):
+            continue
+        try:
+            override, = parser.parse_overrides([arg])
+        except HydraException:
+            continue
+        out.append((override.key_or_group, arg))
+    return out
+
+
+def sweep_option(args: list[str]) -> str:
+    """The sweep config chosen: the command line's `sweep=...`, else config.yaml's default."""
+    chosen = [arg.partition("=")[2] for key, arg in parsed(args) if key == "sweep"]
+    if chosen:
+        return chosen[-1]
+    import yaml
+    defaults = yaml.safe_load((CONF_DIR / "config.yaml").read_text())["defaults"]
+    return next(d["sweep"] for d in defaults if isinstance(d, dict) and "sweep" in d)
+
+
+def no_effect(args: list[str], cfg: dict) -> tuple[list[str], list[str]]:
+    """(problems, warnings): overrides of `args` that the composed `cfg` ignores.
+
+    - a field set on the command line while the sweep varies it (sweep.axes or every variant):
+      refused, the sweep's values win, so every job of `-m model.attn_rate=0,1` would be the same;
+    - an axis the model family does not read (attn_rate with model=linear_b): refused, every
+      value trains the same model;
+    - a config-group option (model=linear_b) whose fields the sweep config sets again (its
+      width 256 -> the demo's 64): a warning, the sweep's values are used.
+    """
+    from .config import FIELDS, UNUSED_FIELDS
+    from .grid import variants_of
+
+    problems, warnings = [], []
+    written = parsed(args)
+    explicit = {key for key, _ in written}
+    source = f"sweep={sweep_option(args)}"
+    axes = {name: values for name, values in cfg["sweep"]["axes"].items() if values is not None}
+    variants = [v for v in variants_of(cfg, axes) if v] if cfg["sweep"].get("variants") else []
+    axis_arg = {key.removeprefix("sweep.axes."): arg for key, arg in written if key.startswith("sweep.axes.")}
+
+    for key, arg in written:
+        section, _, name = key.partition(".")
+        if name not in FIELDS or FIELDS[name].section != section:
+            continue
+        where = axis_arg.get(name, f"sweep.axes.{name}={axes.get(name)} from {source}")
+        if name in axes:
+            problems.append(f"{arg}: has no effect: the sweep varies {name} ({where}); put the "
+                            f"values there (sweep.axes.{name}=[...]) or add sweep.axes.{name}=null")
+        elif variants and all(name in v for v in variants):
+            problems.append(f"{arg}: has no effect: every entry of sweep.variants ({source}) sets {name}")
+        elif any(name in v for v in variants):
+            warnings.append(f"{arg}: not used by the sweep.variants entries ({source}) that set {name}")
+
+    kinds = {v.get("kind", cfg["model"]["kind"]) for v in variants} or {cfg["model"]["kind"]}
+    for name, values in axes.items():
+        if len(set(map(str, values))) > 1 and all(name in UNUSED_FIELDS.get(k, ()) for k in kinds):
+            where = axis_arg.get(name, f"sweep.axes.{name}={values} from {source}")
+            problems.append(f"{where}: has no effect: model.kind={'/'.join(sorted(kinds))} does not read "
+                            f"{name}, so every value trains the same model; add sweep.axes.{name}=null")
+
+    groups = [arg for key, arg in written if key in ("task", "model", "train", "classify")]
+    if groups:  # what the chosen options set, without the sweep config on top
+        plain, chosen = compose("~sweep"), compose("~sweep", *groups)
+        for section in ("task", "model", "train"):
+            for name, value in chosen[section].items():
+                key = f"{section}.{name}"
+                if (value != plain[section].get(name) and key not in explicit
+                        and (name in axes or cfg[section].get(name) != value)):
+                    now = f"sweeps {axes[name]}" if name in axes else f"sets {cfg[section].get(name)!r}"
+                    warnings.append(f"{' '.join(groups)} sets {key}={value!r}, but {source} {now}, "
+                                    f"which is used; add {key}={value} to keep it")
+    return problems, warnings

@@ -16,7 +16,7 @@ LAYERS = {
     "analysis": ["boundary", "table", "refine"],
     "orchestration": ["sweep", "retrain"],
     "figures": ["style", "plot_beyond", "plot"],
-    "commands": ["__main__", "__init__", "overrides", "evaluate", "merge", "report"],
+    "commands": ["__main__", "__init__", "app", "overrides", "evaluate", "merge", "report"],
 }
 LEVEL = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}
 LAYER_OF = {module: name for name, modules in LAYERS.items() for module in modules}

@@ -1,0 +1,117 @@
+"""One sweep from a composed config to a finished folder: what the `phasescan` command and the
+Python API (`phasescan.run`) share, so both write the same folder -- config.yaml, runs.parquet,
+figures, the compile cache used, and a record of how the folder was made:
+
+  invocations.yaml  one entry per command that wrote here (time, cwd, command line, overrides,
+                    phasescan's version): the first run and every resume
+  phasescan.log     the log lines of those runs (appended)
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+
+from . import table
+from .config import ConfigError
+from .version import __version__
+
+log = logging.getLogger("phasescan")
+INVOCATIONS = "invocations.yaml"
+LOG_FILE = "phasescan.log"
+
+
+def setup_logging() -> None:
+    """phasescan's lines on stderr, once (Hydra's own logging is off: conf/config.yaml)."""
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               for h in log.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("phasescan: %(message)s"))
+        handler.setLevel(logging.INFO)  # the log file also gets DEBUG lines (the phase table)
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG)
+        log.propagate = False
+
+
+def start_backend(cfg: dict) -> None:
+    """Determinism and the persistent compile cache: before JAX starts its backend."""
+    from .compile_cache import enable as enable_compile_cache
+    from .determinism import enable as enable_determinism
+
+    enable_determinism(cfg.get("deterministic", True) is True)
+    enable_compile_cache(cfg.get("compile_cache"))
+
+
+def default_out_dir(cfg: dict) -> Path:
+    return Path(f"results/{cfg['sweep']['name']}/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+
+
+def check_overrides(overrides: list[str], cfg: dict) -> None:
+    """Refuse overrides that change nothing; warn about those the sweep config sets again."""
+    from .overrides import no_effect
+
+    problems, warnings = no_effect(overrides, cfg)
+    if problems:
+        raise ConfigError(problems)
+    for warning in warnings:
+        log.warning("warning: %s", warning)
+
+
+@contextmanager
+def log_file(out_dir: Path):
+    """phasescan's log lines also go to out_dir/phasescan.log (appended) while this is held."""
+    handler = logging.FileHandler(out_dir / LOG_FILE)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+@contextmanager
+def recorded(out_dir: Path, command: str, overrides: list[str]):
+    """Append this invocation to out_dir/invocations.yaml and log into out_dir/phasescan.log
+    (sweep.run_sweep holds this once the folder is the sweep's and locked)."""
+    import yaml
+
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cwd": os.getcwd(), "command": command,
+             "overrides": list(overrides), "phasescan": __version__}
+    with open(out_dir / INVOCATIONS, "a") as record:  # appended: a resume adds its own entry
+        record.write(yaml.safe_dump([entry], sort_keys=False, width=10_000))
+    with log_file(out_dir):
+        log.info("%s", command)
+        yield
+
+
+def execute(cfg: dict, out_dir: Path, *, command: str, overrides: list[str],
+            cfg_yaml: str | None = None) -> tuple[pd.DataFrame, Path]:
+    """Validate, train, measure and record the sweep; return (runs table, the folder used).
+    Raises ConfigError for a bad configuration (nothing trained or written then)."""
+    from .sweep import choose_out_dir, make_plan, run_sweep
+
+    check_overrides(overrides, cfg)
+    plan = make_plan(cfg)  # the one validation: everything below reads the plan
+    out_dir = choose_out_dir(plan, out_dir)  # out_dir_taken=sibling may move it
+    frame = run_sweep(plan, out_dir, cfg_yaml,
+                      record=lambda folder: recorded(folder, command, overrides))
+    with log_file(out_dir):
+        log.info("%d runs -> %s", len(frame), out_dir / "runs.parquet")
+        log.debug("phase table:\n%s", table.format_table(frame))
+    return frame, out_dir
+
+
+def draw_figures(out_dir: Path) -> list[Path]:
+    """The sweep's figures; inspection figures only for runs whose weights were saved (no retraining)."""
+    from . import plot
+
+    paths = plot.draw(out_dir, inspect="saved")
+    with log_file(out_dir):
+        log.info("figures (%d files) -> %s", len(paths), out_dir / plot.FIGURES)
+    return paths
