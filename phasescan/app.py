@@ -86,7 +86,7 @@ def recorded(out_dir: Path, command: str, overrides: list[str]):
     with open(out_dir / INVOCATIONS, "a") as record:  # appended: a resume adds its own entry
         record.write(yaml.safe_dump([entry], sort_keys=False, width=10_000))
     with log_file(out_dir):
-        log.info("%s", command)
+        log.debug("%s", command)  # the file only: the terminal has it already
         yield
 
 

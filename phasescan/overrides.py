@@ -30,7 +30,7 @@ def quote_ranges(args: list[str]) -> list[str]:
 def config_groups(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:
     """Each config group (a folder of conf/) and its options (its .yaml files)."""
     return {d.name: sorted(f.stem for f in d.glob("*.yaml"))
-            for d in sorted(conf_dir.iterdir()) if d.is_dir()}
+            for d in sorted(conf_dir.iterdir()) if d.is_dir() and not d.name.startswith("_")}
 
 
 def unknown_names(args: list[str]) -> tuple[list[str], list[str]]:
@@ -77,8 +77,8 @@ def unknown_names(args: list[str]) -> tuple[list[str], list[str]]:
     return kept, problems
 
 
-# Hydra's flags that take the next word as their value (`-sc install=bash`, `-cn other`).
-FLAGS_WITH_VALUE = {"-sc", "--shell-completion", "-cp", "--config-path", "-cn", "--config-name",
+# Hydra's flags that take the next word as their value (`--cfg job`, `-cn other`).
+FLAGS_WITH_VALUE = {"-c", "--cfg", "-cp", "--config-path", "-cn", "--config-name",
                     "-cd", "--config-dir", "-p", "--package", "--experimental-rerun"}
 INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 
@@ -105,6 +105,8 @@ def check(args: list[str]) -> tuple[list[str], list[str]]:
     flags pass through untouched."""
     from .sweep import validated_runs  # imports jax: only when there is something to report
 
+    if {"-sc", "--shell-completion"} & set(args):  # `-sc install=bash`: Hydra's, not overrides
+        return args, []
     args, flags = split_flags(quote_ranges(args))
     try:
         kept, problems = unknown_names(args)

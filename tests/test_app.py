@@ -1,0 +1,127 @@
+"""phasescan as a researcher meets it: a package that installs (wheel), a Hydra app that lets
+Hydra's flags through, refuses overrides that change nothing, records how each folder was made,
+and a Python API that writes the same folder as the command line."""
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+import phasescan
+from phasescan.config import compose
+from phasescan.overrides import no_effect
+
+from conftest import ROOT, TINY, run_cli
+
+
+def test_hydra_flags_pass_through():
+    completion = run_cli("-sc", "install=bash")
+    assert "hydra_bash_completion" in completion.stdout
+    helped = run_cli("--help")
+    assert helped.stdout.startswith("phasescan: map the algorithmic phase space")
+    assert "powered by Hydra" not in helped.stdout and "sweep: demo, fixed_width" in helped.stdout
+    assert run_cli("--version").stdout.startswith(f"phasescan {phasescan.__version__} ")
+    shown = run_cli("--cfg", "job", "-cn", "config", "task.p=13")  # flag values are not overrides
+    assert yaml.safe_load(shown.stdout)["task"]["p"] == 13
+
+
+@pytest.mark.parametrize("args, refused", [
+    (["model.attn_rate=0"], "model.attn_rate=0: has no effect: the sweep varies attn_rate"),
+    (["model=linear_b"], "sweep.axes.attn_rate=[0.0, 0.25, 0.5, 0.75, 1.0] from sweep=demo: has no "
+                         "effect: model.kind=linear_b does not read attn_rate"),
+    (["sweep=variants", "model.kind=linear_a", "sweep.axes.attn_rate=[0,1]", "sweep.variants=null"],
+     "sweep.axes.attn_rate=[0,1]: has no effect"),
+])
+def test_overrides_without_effect_are_refused(args, refused):
+    problems, _ = no_effect(args, compose(*args))
+    assert any(p.startswith(refused) for p in problems), problems
+
+
+def test_overrides_shadowed_by_the_sweep_warn():
+    args = ["model=linear_b", "sweep.axes.attn_rate=null"]
+    problems, warnings = no_effect(args, compose(*args))
+    assert problems == [] and warnings == [
+        "model=linear_b sets model.d_model=256, but sweep=demo sets 64, which is used; add "
+        "model.d_model=256 to keep it"]
+    kept = args + ["model.d_model=256"]
+    assert no_effect(kept, compose(*kept)) == ([], [])
+    assert no_effect([], compose()) == ([], [])  # the defaults say nothing
+
+
+def test_multirun_over_a_swept_field_is_refused_before_training(tmp_path):
+    proc = run_cli("-m", "model.attn_rate=0,1", *TINY, f"hydra.sweep.dir={tmp_path}/m", check=False)
+    assert proc.returncode == 2 and "model.attn_rate=0: has no effect" in proc.stderr
+    assert "Traceback" not in proc.stderr and not list(tmp_path.rglob("runs.parquet"))
+
+
+def test_group_option_refused_and_warned_from_the_command_line(tmp_path):
+    refused = run_cli("model=linear_b", f"out_dir={tmp_path}/a", check=False)
+    assert refused.returncode == 2 and "model.kind=linear_b does not read attn_rate" in refused.stderr
+    warned = run_cli("model=linear_b", "sweep.axes.attn_rate=null", "task.p=11", "train.steps=20",
+                     "sweep.seeds=1", "plot=false", f"out_dir={tmp_path}/b")
+    assert "warning: model=linear_b sets model.d_model=256, but sweep=demo sets 64" in warned.stderr
+
+
+def test_hydra_run_dir_is_the_output_folder_with_its_record(tmp_path):
+    out = tmp_path / "here"
+    run_cli(*TINY, f"hydra.run.dir={out}")
+    assert (out / "runs.parquet").is_file() and not (ROOT / "results" / "custom").exists()
+    run_cli(*TINY, f"hydra.run.dir={out}")  # a resume: recorded too
+    entries = yaml.safe_load((out / "invocations.yaml").read_text())
+    assert len(entries) == 2 and entries[0]["overrides"][:len(TINY)] == TINY
+    assert entries[1]["command"].startswith("python -m phasescan task.p=11")
+    log = (out / "phasescan.log").read_text()
+    assert log.count("4 runs ->") == 2 and "phase table:" in log
+
+
+def test_python_api_writes_the_clis_folder(tmp_path):
+    cli_dir, api_dir = tmp_path / "cli", tmp_path / "api"
+    run_cli(*TINY, "plot=true", f"out_dir={cli_dir}")
+    frame = phasescan.run([*TINY, "plot=true"], out_dir=api_dir)
+    assert frame.attrs["out_dir"] == str(api_dir)
+    pd.testing.assert_frame_equal(frame.reset_index(drop=True),
+                                  phasescan.load(cli_dir).reset_index(drop=True))
+    for name in ("config.yaml", "manifest.json", "invocations.yaml", "phasescan.log"):
+        assert (api_dir / name).stat().st_size > 0, name
+    assert yaml.safe_load((api_dir / "config.yaml").read_text()) == \
+        yaml.safe_load((cli_dir / "config.yaml").read_text()) | {"out_dir": str(api_dir)}
+    assert sorted(p.name for p in (api_dir / "figures").iterdir()) == \
+        sorted(p.name for p in (cli_dir / "figures").iterdir())
+    figures = phasescan.figures(api_dir)
+    assert "phase_diagram" in figures and all(hasattr(f, "savefig") for f in figures.values())
+
+    # a config mapping, merged onto the defaults; the same folder resumes (nothing retrained)
+    cfg = compose(*TINY)
+    again = phasescan.run({"task": cfg["task"], "model": cfg["model"], "train": cfg["train"],
+                           "sweep": cfg["sweep"], "plot": False, "metrics": cfg["metrics"]},
+                          out_dir=api_dir)
+    pd.testing.assert_frame_equal(again.reset_index(drop=True), frame.reset_index(drop=True))
+
+
+def test_python_api_refuses_bad_config_with_the_key_named(tmp_path):
+    with pytest.raises(phasescan.ConfigError, match=r"task.pp=3: unknown key in task \(allowed: p, "):
+        phasescan.run(["task.pp=3"], out_dir=tmp_path / "a")
+    with pytest.raises(phasescan.ConfigError, match=r"task.pp: unknown key \(allowed: p, "):
+        phasescan.run({"task": {"pp": 3}}, out_dir=tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
+    """`pip install .` (not -e): the wheel carries the configs; `phasescan` runs from anywhere."""
+    def run(*cmd, **kw):
+        return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600, **kw)
+
+    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+        "-w", str(tmp_path / "wheel"), str(ROOT))
+    wheel, = (tmp_path / "wheel").glob("phasescan-*.whl")
+    venv = tmp_path / "venv"  # the dependencies come from this interpreter's site-packages
+    run(sys.executable, "-m", "venv", "--system-site-packages", str(venv))
+    run(str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel))
+    where = run(str(venv / "bin" / "python"), "-c", "import phasescan; print(phasescan.__file__)",
+                cwd=tmp_path).stdout
+    assert where.startswith(str(venv)), where  # the installed copy, not the repository
+    assert run(str(venv / "bin" / "phasescan"), "--help", cwd=tmp_path).stdout.startswith("phasescan:")
+    run(str(venv / "bin" / "phasescan"), *TINY, "out_dir=out", cwd=tmp_path)
+    assert len(pd.read_parquet(tmp_path / "out" / "runs.parquet")) == 4
