@@ -14,12 +14,15 @@ from typing import Any
 from .classify import THRESHOLDS
 from .tasks import INPUT_FORMATS, OPS, is_prime, n_train
 
-# The model families (train.build_net): the paper's transformer and the authors' attention-free
-# models A, B, C, D, X (linear.py). Listed here so validation needs no JAX.
 # The Hydra config groups ship inside the package (a wheel has them; ./conf links here).
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
+# The model families (train.build_net): the paper's transformer and the authors' attention-free
+# models A, B, C, D, X (linear.py). Listed here so validation needs no JAX.
 MODEL_KINDS = ("transformer", "linear_a", "linear_b", "linear_c", "linear_d", "linear_x")
+# Fields a model family does not read (linear.py has no attention and one hidden block): sweeping
+# them trains the same model several times.
+UNUSED_FIELDS = {kind: ("attn_rate", "n_layers", "n_heads") for kind in MODEL_KINDS if kind != "transformer"}
 
 
 class ConfigError(ValueError):
@@ -225,14 +228,53 @@ def check_options(cfg: dict) -> list[str]:
     taken = cfg.get("out_dir_taken", "refuse")
     need(taken in ("refuse", "sibling"), "out_dir_taken", taken,
          "refuse (stop if out_dir holds another sweep) or sibling (use a fresh folder next to it)")
+    problems += tracking_problems(cfg)
+    return problems
+
+
+TRACKERS = ("none", "wandb")
+TRACKING_OPTIONS = ("project", "entity", "mode", "group", "tags", "dir")
+WANDB_MODES = (None, "online", "offline", "disabled")
+
+
+def tracking_problems(cfg: dict) -> list[str]:
+    """`tracking` (none | wandb) and its `tracking_options` (phasescan/tracking.py)."""
+    tracking = cfg.get("tracking", "none")
+    if tracking not in TRACKERS:
+        return [f"tracking={tracking!r}: must be none or wandb (log each run to Weights & Biases)"]
+    if tracking == "none":
+        return []
+    import importlib.util  # finds wandb without importing it
+    if importlib.util.find_spec("wandb") is None:
+        return ['tracking=wandb: wandb is not installed; pip install "phasescan[wandb]"']
+    options = cfg.get("tracking_options") or {}
+    problems = [f"tracking_options.{key}: unknown option (allowed: {', '.join(TRACKING_OPTIONS)})"
+                for key in options if key not in TRACKING_OPTIONS]
+    for key in ("project", "entity", "group", "dir"):
+        value = options.get(key)
+        if not (value is None or isinstance(value, str) and value.strip()):
+            problems.append(f"tracking_options.{key}={value!r}: must be null or a non-empty string")
+    if options.get("mode") not in WANDB_MODES:
+        problems.append(f"tracking_options.mode={options.get('mode')!r}: must be null (wandb's "
+                        f"default: WANDB_MODE or online), online, offline or disabled")
+    tags = options.get("tags")
+    if not (tags is None or isinstance(tags, (list, tuple)) and all(isinstance(t, str) for t in tags)):
+        problems.append(f"tracking_options.tags={tags!r}: must be null or a list of strings")
     return problems
 
 
 def compose(*overrides: str) -> dict:
     """The resolved config as a plain dict, exactly as `python -m phasescan OVERRIDES` sees it
-    (for tools and tests that run outside the Hydra app)."""
+    (for tools and tests, and inside the running app: its Hydra is set aside meanwhile)."""
     from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.singleton import Singleton
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR)):
-        return OmegaConf.to_container(hydra_compose("config", overrides=list(overrides)), resolve=True)
+    running = Singleton._instances.pop(GlobalHydra, None)  # the app's, when called from inside it
+    try:
+        with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR)):
+            return OmegaConf.to_container(hydra_compose("config", overrides=list(overrides)), resolve=True)
+    finally:
+        if running is not None:
+            Singleton._instances[GlobalHydra] = running
