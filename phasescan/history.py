@@ -18,7 +18,7 @@ from . import results
 
 HISTORY = "history.parquet"
 KIND = "history"  # chunk files chunks/history-<hash>.parquet (results chunks are chunk-<hash>)
-COLUMNS = ["run_id", "step"] + results.METRIC_COLUMNS
+COLUMNS = list(results.HISTORY_IDS) + results.METRIC_COLUMNS  # types: results.COLUMN_TYPES
 
 
 def rows(runs: list[dict], logged: dict[str, np.ndarray], thresholds: dict) -> pd.DataFrame:
@@ -38,7 +38,7 @@ def write_chunk(out_dir: Path, frame: pd.DataFrame) -> Path:
     ids = ",".join(dict.fromkeys(frame["run_id"]))
     path = Path(out_dir) / results.CHUNKS / f"{KIND}-{hashlib.sha1(ids.encode()).hexdigest()[:16]}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    results.write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    results.write_table(path, frame, KIND)
     return path
 
 
@@ -53,7 +53,7 @@ def read_chunks(out_dir: Path) -> pd.DataFrame | None:
     frames = results.chunk_frames(out_dir, KIND, foreign)
     if not frames:
         return None
-    frame = pd.concat(frames, ignore_index=True)
+    frame = results.conform(pd.concat(frames, ignore_index=True))
     return frame.drop_duplicates(["run_id", "step"]).sort_values(["run_id", "step"]).reset_index(drop=True)
 
 
@@ -61,14 +61,14 @@ def assemble(out_dir: Path) -> pd.DataFrame | None:
     """Write history.parquet from the history chunks (atomically); None when nothing was logged."""
     frame = read_chunks(out_dir)
     if frame is not None:
-        results.write_atomic(Path(out_dir) / HISTORY, lambda tmp: frame.to_parquet(tmp, index=False))
+        results.write_table(Path(out_dir) / HISTORY, frame, KIND)
     return frame
 
 
 def load(path) -> pd.DataFrame:
     """history.parquet of a results folder joined with each run's fields from runs.parquet."""
     path = Path(path)
-    frame = pd.read_parquet(path / HISTORY) if (path / HISTORY).is_file() else read_chunks(path)
+    frame = results.read_table(path / HISTORY) if (path / HISTORY).is_file() else read_chunks(path)
     if frame is None:
         raise FileNotFoundError(f"{path}: no {HISTORY} (run the sweep with train.log_every=K)")
     fields = results.load(path).drop(columns=results.METRIC_COLUMNS, errors="ignore")

@@ -131,7 +131,7 @@ def merge(sweep_dir) -> pd.DataFrame:
     frame = pd.concat(frames, ignore_index=True).sort_values("run_index").reset_index(drop=True)
     results.write_atomic(sweep_dir / results.CONFIG,
                          lambda tmp: tmp.write_text(yaml.safe_dump(whole, sort_keys=False)))
-    results.write_atomic(sweep_dir / results.RUNS, lambda tmp: frame.to_parquet(tmp, index=False))
+    results.write_table(sweep_dir / results.RUNS, frame, "runs")
     results.write_manifest(sweep_dir, {
         "sweep_identity": sweep_identity(runs, whole), "sweep": cfg["sweep"].get("name"),
         "n_runs": len(runs), "n_done": len(frame), "num_shards": n,
@@ -140,8 +140,7 @@ def merge(sweep_dir) -> pd.DataFrame:
     histories = [history.read_chunks(folders[i]) for i in range(n)]
     if any(h is not None for h in histories):
         merged = pd.concat([h for h in histories if h is not None], ignore_index=True)
-        results.write_atomic(sweep_dir / history.HISTORY,
-                             lambda tmp: merged.to_parquet(tmp, index=False))
+        results.write_table(sweep_dir / history.HISTORY, merged, history.KIND)
     if whole.get("plot", True):
         from . import plot  # the figures of the whole sweep (never retrains: saved weights only)
         plot.draw(sweep_dir, inspect="saved")

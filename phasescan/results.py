@@ -5,6 +5,12 @@ Layout of a results folder:
   chunks/*.parquet  the rows of each finished chunk, each written atomically (tmp + rename)
   config.yaml       the resolved configuration
   manifest.json     versions, device, git commit, timings
+
+Every Parquet file phasescan writes here (and history.parquet) has an explicit schema, one type
+per column whatever its values (an unset nullable field is an int64 column of nulls, not Arrow's
+type `null`), derived from the field registry (config.FIELDS) and the column registries below;
+its key-value metadata holds SCHEMA_VERSION and phasescan's version. docs/columns.md lists the
+columns.
 """
 from __future__ import annotations
 
@@ -22,9 +28,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from .classify import circle_algorithms, classify
+from .classify import ALGORITHMS, circle_algorithms, classify
 from .config import FIELDS, ConfigError
+from .version import __version__
 
 RUNS = "runs.parquet"
 LOCK = ".phasescan.lock"  # held by the process writing the folder (results.locked)
@@ -32,15 +41,109 @@ CHUNKS = "chunks"
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
 
-# Columns every runs.parquet has, in this order (then any other metric columns).
-ID_COLUMNS = ["run_id", "run_index", "seed", "data_seed"]
+# The schema's version: bump it when a column of runs.parquet or history.parquet is added,
+# removed, renamed or changes type (and say so in docs/columns.md).
+SCHEMA_VERSION = 1
+META_SCHEMA_VERSION = b"phasescan.schema_version"  # Parquet key-value metadata keys
+META_VERSION = b"phasescan.version"
+META_TABLE = b"phasescan.table"  # runs | history
+
+# Column types: name -> (Arrow type, pandas dtype). Integer columns that may hold nulls (the
+# nullable fields) are pandas "Int64"; `algorithm` is a category with every class of the rule,
+# in classify.ALGORITHMS's order, so every file has the same dictionary.
+TYPES = {
+    "int": (pa.int64(), "int64"),
+    "int?": (pa.int64(), "Int64"),
+    "float": (pa.float64(), "float64"),
+    "bool": (pa.bool_(), "bool"),
+    "str": (pa.string(), None),  # pandas' own string dtype ("str" in pandas 3, object before)
+    "algorithm": (pa.dictionary(pa.int32(), pa.string()), pd.CategoricalDtype(list(ALGORITHMS))),
+    "list<int>": (pa.list_(pa.int64()), None),  # a Python list per row (object)
+    "list<float>": (pa.list_(pa.float64()), None),
+    "list<str>": (pa.list_(pa.string()), None),
+}
+
+# Columns every runs.parquet has, in this order (then any other metric columns), with their types.
+IDS = {"run_id": "str", "run_index": "int", "seed": "int", "data_seed": "int"}
+ID_COLUMNS = list(IDS)
 FIELD_COLUMNS = list(FIELDS)
-METRIC_COLUMNS = ["train_loss", "test_loss", "loss", "train_acc", "test_acc", "acc", "grad_sym",
-                  "dist_irr", "dist_irr_top_wrong", "circularity", "key_freqs", "n_key_freqs",
-                  "clock_fve", "pizza_fve", "circle_freqs", "circle_clock_fve", "circle_pizza_fve",
-                  "circle_algorithms", "n_clock_circles", "n_pizza_circles", "param_norm",
-                  "fit_step", "spike_loss", "spike_step", "diverged", "algorithm"]
+RECORDS = {"refine_round": "int"}  # 0, or the refinement round that added the run (refine.py)
+METRICS = {  # the metrics of a model (metrics.evaluate, chunk's loss-spike statistic) and its labels
+    "train_loss": "float", "test_loss": "float", "loss": "float",
+    "train_acc": "float", "test_acc": "float", "acc": "float",
+    "grad_sym": "float", "dist_irr": "float", "dist_irr_top_wrong": "float", "circularity": "float",
+    "key_freqs": "list<int>", "n_key_freqs": "int", "clock_fve": "float", "pizza_fve": "float",
+    "circle_freqs": "list<int>", "circle_clock_fve": "list<float>", "circle_pizza_fve": "list<float>",
+    "circle_algorithms": "list<str>", "n_clock_circles": "int", "n_pizza_circles": "int",
+    "param_norm": "float", "fit_step": "int", "spike_loss": "float", "spike_step": "int",
+    "diverged": "bool", "algorithm": "algorithm",
+}
+METRIC_COLUMNS = list(METRICS)
 assert not set(FIELD_COLUMNS) & set(METRIC_COLUMNS), "a field and a metric would share a column"
+RUN_COLUMNS = ID_COLUMNS + FIELD_COLUMNS + list(RECORDS) + METRIC_COLUMNS  # runs.parquet, in order
+HISTORY_IDS = {"run_id": "str", "step": "int"}  # history.parquet: these, then METRIC_COLUMNS
+
+# Every column's type (a name means the same in both tables)
+COLUMN_TYPES: dict[str, str] = (
+    IDS | {name: f.type.__name__ + ("?" if f.type is int and f.nullable else "")
+           for name, f in FIELDS.items()} | RECORDS | HISTORY_IDS | METRICS)
+assert set(COLUMN_TYPES.values()) <= set(TYPES), "a column type without its Arrow/pandas types"
+
+
+def arrow_schema(columns) -> pa.Schema:
+    """The Arrow schema of these (registered) columns, in this order."""
+    return pa.schema([pa.field(c, TYPES[COLUMN_TYPES[c]][0]) for c in columns])
+
+
+def conform(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with every registered column in its pandas dtype (whatever wrote it: an old
+    folder's file, a concat of chunks, rows just measured). Columns are neither added nor
+    removed; unregistered ones are left as they are."""
+    out = {}
+    for name in frame.columns:
+        dtype = TYPES[COLUMN_TYPES[name]][1] if name in COLUMN_TYPES else None
+        column = frame[name]
+        if isinstance(dtype, pd.CategoricalDtype):  # never turn an unknown label into NaN
+            extra = sorted(set(column.dropna()) - set(dtype.categories))
+            dtype = pd.CategoricalDtype(list(dtype.categories) + extra)
+            if isinstance(column.dtype, pd.CategoricalDtype) and \
+                    list(column.dtype.categories) == list(dtype.categories):
+                continue  # (== between unordered categoricals ignores the categories' order)
+            column = column.astype(object)
+        elif dtype is None or column.dtype == dtype:
+            continue
+        elif dtype in ("int64", "bool") and column.isna().any():
+            # not written by phasescan as it is: keep the values, and the nulls
+            dtype = {"int64": "Int64", "bool": "boolean"}[dtype]
+        out[name] = column.astype(dtype)
+    return frame.assign(**out) if out else frame
+
+
+def parquet_metadata(table: str) -> dict[bytes, bytes]:
+    """The key-value metadata phasescan adds to a Parquet file holding `table` (runs | history)."""
+    return {META_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(), META_VERSION: __version__.encode(),
+            META_TABLE: table.encode()}
+
+
+def to_arrow(frame: pd.DataFrame, table: str) -> pa.Table:
+    """The frame as an Arrow table with the registered types and phasescan's metadata (pandas'
+    own metadata kept, so pandas.read_parquet gives back the same dtypes)."""
+    arrow = pa.Table.from_pandas(conform(frame), preserve_index=False)
+    schema = pa.schema([pa.field(f.name, TYPES[COLUMN_TYPES[f.name]][0]) if f.name in COLUMN_TYPES
+                        else f for f in arrow.schema],
+                       metadata=(arrow.schema.metadata or {}) | parquet_metadata(table))
+    return arrow.cast(schema)
+
+
+def write_table(path: Path, frame: pd.DataFrame, table: str) -> None:
+    """Write a runs (or history) table to `path` atomically, with the explicit schema."""
+    arrow = to_arrow(frame, table)
+    write_atomic(path, lambda tmp: pq.write_table(arrow, tmp))
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A runs or history Parquet file as a DataFrame with the registered dtypes (old files too)."""
+    return conform(pd.read_parquet(path))
 
 
 def rows(runs: list[dict], metrics: dict[str, np.ndarray], thresholds: dict) -> pd.DataFrame:
@@ -48,7 +151,7 @@ def rows(runs: list[dict], metrics: dict[str, np.ndarray], thresholds: dict) -> 
     labels by the classification rule with `thresholds`."""
     table = {col: [r[col] for r in runs] for col in ID_COLUMNS + FIELD_COLUMNS}
     table["refine_round"] = [r.get("refine_round", 0) for r in runs]  # 0: the grid; phasescan/refine.py
-    return pd.DataFrame(table | metric_columns(metrics, thresholds))
+    return conform(pd.DataFrame(table | metric_columns(metrics, thresholds)))
 
 
 def metric_columns(metrics: dict[str, np.ndarray], thresholds: dict) -> dict[str, list]:
@@ -148,7 +251,7 @@ def locked(out_dir: Path):
 def write_chunk(out_dir: Path, frame: pd.DataFrame) -> Path:
     path = Path(out_dir) / CHUNKS / f"chunk-{chunk_name(frame['run_id'])}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    write_table(path, frame, "runs")
     return path
 
 
@@ -197,14 +300,14 @@ def read_chunks(out_dir: Path, quiet: bool = False) -> pd.DataFrame | None:
     frames = chunk_frames(out_dir, "chunk", foreign, quiet)
     if not frames:
         return None
-    frame = pd.concat(frames, ignore_index=True)
+    frame = conform(pd.concat(frames, ignore_index=True))  # old and new chunks alike
     return frame.drop_duplicates("run_id").sort_values("run_index").reset_index(drop=True)
 
 
 def assemble(out_dir: Path) -> pd.DataFrame:
     """Write runs.parquet from every finished chunk, atomically; return the table."""
     frame = read_chunks(out_dir, quiet=True)  # skipped files were named when the sweep began
-    write_atomic(Path(out_dir) / RUNS, lambda tmp: frame.to_parquet(tmp, index=False))
+    write_table(Path(out_dir) / RUNS, frame, "runs")
     return frame
 
 
@@ -216,10 +319,10 @@ def load(path) -> pd.DataFrame:
     """
     path = Path(path)
     if path.is_file():
-        return pd.read_parquet(path)
+        return read_table(path)
     if (path / RUNS).is_file():
         try:
-            return pd.read_parquet(path / RUNS)
+            return read_table(path / RUNS)
         except Exception as error:  # damaged outside phasescan: the chunks hold the same rows
             print(f"phasescan: {path / RUNS}: unreadable ({type(error).__name__}); reading the "
                   f"finished chunks instead", file=sys.stderr)
@@ -267,6 +370,9 @@ def environment() -> dict:
 
 
 def write_manifest(out_dir: Path, manifest: dict) -> None:
+    """manifest.json: `manifest` with the schema version and the phasescan version that wrote
+    the folder's tables."""
+    manifest = manifest | {"schema_version": SCHEMA_VERSION, "phasescan_version": __version__}
     write_atomic(Path(out_dir) / MANIFEST,
                  lambda tmp: tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n"))
 
