@@ -29,7 +29,7 @@ from pathlib import Path
 import jax
 import pandas as pd
 
-from . import checkpoint, grid, history, refine, results, shard, weights
+from . import checkpoint, grid, history, refine, results, shard, tracking, weights
 from .chunk import Resume, chunk_size_for, compile_chunk, memory_problem, run_chunk, split_history
 from .config import ConfigError, check_options, is_int
 from .progress import Progress
@@ -328,18 +328,21 @@ def record_sweep(plan: Plan, out_dir: Path, cfg_yaml: str) -> pd.DataFrame:
         log.info("resuming %s: %d of %d runs already done", out_dir, len(runs) - len(todo), len(runs))
 
     start = time.perf_counter()
+    track = tracking.sink(cfg, out_dir)  # None with tracking=none
     with stop_on_signals() as stop:
         progress = new_progress(runs, done_ids)
         try:
-            train_runs(cfg, out_dir, runs, done_ids, manifest, progress, devices, stop)
+            train_runs(cfg, out_dir, runs, done_ids, manifest, progress, devices, stop, track)
         finally:
             progress.close()
         if refine.options(cfg):
             refine.run(cfg, out_dir, lambda extra: train_new_runs(cfg, out_dir, extra, manifest,
-                                                                  devices, stop))
+                                                                  devices, stop, track))
 
     frame = results.assemble(out_dir)
     history.assemble(out_dir)
+    if track:
+        track.finish(frame)  # and the runs done before tracking was on or before a crash
     manifest.update(wall_s=round(manifest.get("wall_s", 0) + time.perf_counter() - start, 3),
                     finished=time.strftime("%Y-%m-%dT%H:%M:%S"), n_done=len(frame))
     results.write_manifest(out_dir, manifest)
@@ -347,14 +350,14 @@ def record_sweep(plan: Plan, out_dir: Path, cfg_yaml: str) -> pd.DataFrame:
 
 
 def train_new_runs(cfg: dict, out_dir: Path, runs: list[dict], manifest: dict,
-                   devices: list, stop: StopRequest | None = None) -> pd.DataFrame:
+                   devices: list, stop: StopRequest | None = None, track=None) -> pd.DataFrame:
     """Train the runs not yet in out_dir (e.g. refinement's); return the rows of all `runs`."""
     manifest["run_ids"] = sorted(set(manifest.get("run_ids", [])) | {r["run_id"] for r in runs})
     results.write_manifest(out_dir, manifest)
     done_ids = done_run_ids(out_dir)
     progress = new_progress(runs, done_ids)
     try:
-        train_runs(cfg, out_dir, runs, done_ids, manifest, progress, devices, stop)
+        train_runs(cfg, out_dir, runs, done_ids, manifest, progress, devices, stop, track)
     finally:
         progress.close()
     wanted = {r["run_id"] for r in runs}
@@ -369,9 +372,11 @@ def done_run_ids(out_dir: Path) -> set[str]:
 
 
 def train_runs(cfg: dict, out_dir: Path, runs: list[dict], done_ids: set[str], manifest: dict,
-               progress: Progress, devices: list, stop: StopRequest | None = None) -> None:
+               progress: Progress, devices: list, stop: StopRequest | None = None,
+               track: tracking.WandbSink | None = None) -> None:
     """Train, measure, label and write the runs not in done_ids, chunk by chunk (one compiled
-    program per bucket, its model axis split over `devices`), segment by segment."""
+    program per bucket, its model axis split over `devices`), segment by segment; `track`
+    (tracking=wandb) logs each piece's runs from the files just written."""
     sweep_cfg = cfg["sweep"]
     segments = Segments(out_dir, progress, stop, sweep_cfg.get("checkpoint_every", 300))
     buckets = [b for b in grid.buckets(runs).values() if any(r["run_id"] not in done_ids for r in b)]
@@ -395,6 +400,8 @@ def train_runs(cfg: dict, out_dir: Path, runs: list[dict], done_ids: set[str], m
                 record(out_dir, piece, result, keep, to_save, cfg["classify"])
                 segments.finished(piece, fits)
                 progress.models_done(len(piece))
+                if track:
+                    track.log_chunk([r["run_id"] for r in piece])
 
 
 def record(out_dir: Path, piece: list[dict], result, keep: bool, to_save, thresholds: dict) -> None:

@@ -12,7 +12,7 @@ LAYERS = {
     "spec": ["version", "tasks", "classify", "config", "grid", "shard", "progress"],  # no JAX
     "engine": ["model", "linear", "data", "precision", "loss", "metrics", "train", "chunk",
                "compile_cache", "determinism"],
-    "storage": ["results", "history", "weights", "checkpoint"],
+    "storage": ["results", "history", "weights", "checkpoint", "tracking"],
     "analysis": ["boundary", "table", "refine"],
     "orchestration": ["sweep", "retrain"],
     "figures": ["style", "plot_beyond", "plot"],
