@@ -4,8 +4,10 @@
 Figures (one file per figure and format):
   phase_diagram     each (y, x) cell coloured by its majority algorithm, with `k/n` (runs with it
                     / runs); the Pizza -> Clock boundary (boundary.estimate) and its 95% bootstrap
-                    interval drawn on it. With one y value: the share of each algorithm along x.
-  metric_heatmaps   median gradient symmetricity and distance irrelevance per cell.
+                    interval drawn on it (below MIN_CI_RUNS runs per cell the legend says n is too
+                    small instead). With one y value: the share of each algorithm along x.
+  metric_heatmaps   median gradient symmetricity and distance irrelevance per cell; cells where
+                    no run learned are hatched, without a number.
   paper_scatter     the paper's views: x vs distance irrelevance, and x vs y, coloured by
                     gradient symmetricity (`--circular-only`: circularity >= 0.995 only).
   inspect_<run_id>  one model: its embedding on principal-component pairs (tokens labelled), the
@@ -17,7 +19,7 @@ Inspected runs: `--runs`, or automatically the most Clock-like and the most Pizz
 weights come from RESULTS_DIR/weights/ when the sweep kept them (`save_weights=`), else the one
 model is trained again from its row (a compilation: seconds to minutes). At the end of a sweep
 (`plot=true`) only runs with saved weights are inspected, so the figures never retrain.
-Axes other than x and y that the sweep varied are pooled; the titles say so.
+Axes other than x and y that the sweep varied are pooled; the titles say so, with their values.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps, colors
 from matplotlib.figure import Figure  # object API: no pyplot state, no GUI backend needed
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 
 from . import boundary, grid, results, retrain, table, weights
 from .classify import ALGORITHMS
@@ -49,9 +51,38 @@ def save(fig: Figure, folder: Path, name: str, formats) -> list[Path]:
     return paths
 
 
+def pooled_values(frame: pd.DataFrame, axes: list[str], most: int = 6) -> str:
+    """The swept axes a figure or table pools, with their values: `d_model = 32, 64; lr = ...`
+    (long lists shortened to their first values, `...`, the last and the count)."""
+    parts = []
+    for axis in axes:
+        values = [table.short(v) for v in sorted(frame[axis].dropna().unique())]
+        if frame[axis].isna().any():
+            values.append("None")
+        if len(values) > most:
+            values = values[:most - 2] + ["...", values[-1], f"({len(values)} values)"]
+        parts.append(f"{axis} = {', '.join(values)}".replace(", (", " ("))
+    return "; ".join(parts)
+
+
 def pooled_note(pooled: list[str], frame: pd.DataFrame) -> str:
-    return "" if not pooled else "; pooled over " + ", ".join(
-        f"{a} ({frame[a].nunique()} values)" for a in pooled)
+    """A title's suffix naming the swept axes whose runs a figure puts together."""
+    return "" if not pooled else f"; pooled over {pooled_values(frame, pooled)}"
+
+
+MIN_CI_RUNS = 3  # fewer runs per cell: the bootstrap's resampled shares take 2-3 values, no interval
+
+
+def interval_problem(bound) -> tuple[str, str] | None:
+    """Why a boundary row's 95% bootstrap interval cannot be shown, as (what, why), or None when
+    it can: too few runs per cell to resample, or every resample found the same crossing."""
+    n = bound.get("runs_per_cell") if hasattr(bound, "get") else None
+    if n is not None and np.isfinite(n) and n < MIN_CI_RUNS:
+        return "n too small for a 95% CI", f"{int(n)} run{'s' if n != 1 else ''} per cell"
+    lo, hi = bound["lo"], bound["hi"]
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        return "95% CI not estimable", "every resample gives the same crossing"
+    return None
 
 
 def grid_position(ticks: np.ndarray, value: float) -> float:
@@ -105,45 +136,75 @@ def _draw_boundary(ax, bounds: pd.DataFrame, y: str, ys: np.ndarray, xs: np.ndar
         return None
     rows = np.array([i for i, _ in points], dtype=float)
     centre = np.array([grid_position(xs, r["boundary"]) for _, r in points])
-    lo = np.array([grid_position(xs, r["lo"]) if np.isfinite(r["lo"]) else c
-                   for (_, r), c in zip(points, centre)])
-    hi = np.array([grid_position(xs, r["hi"]) if np.isfinite(r["hi"]) else c
-                   for (_, r), c in zip(points, centre)])
+    problems = [interval_problem(r) for _, r in points]
+    lo = np.array([c if bad else grid_position(xs, r["lo"])
+                   for (_, r), c, bad in zip(points, centre, problems)])
+    hi = np.array([c if bad else grid_position(xs, r["hi"])
+                   for (_, r), c, bad in zip(points, centre, problems)])
+    if not any(problems):
+        bars = "(bars: 95% CI)"
+    elif all(problems) and len(set(problems)) == 1:  # one reason for every row
+        bars = f"no bars: {problems[0][0]}\n({problems[0][1]})"
+    elif all(problems):
+        bars = "no bars: 95% CI not estimable"
+    else:
+        bars = "(bars: 95% CI where estimable)"
     return ax.errorbar(centre, rows, xerr=[centre - lo, hi - centre], fmt="D-", color="black",
-                       mfc="white", ms=6, lw=1.5, capsize=4, label="Pizza share = 1/2\n(bars: 95% CI)")
+                       mfc="white", ms=6, lw=1.5, capsize=4, label=f"Pizza share = 1/2\n{bars}")
 
 
 def phase_shares(cells, x, xs, y, y_value, bound, note) -> Figure:
-    """1-D diagram: the share of each algorithm along x as stacked bars, with the boundary."""
+    """1-D diagram: the share of each algorithm along x as stacked bars, with the boundary.
+
+    One bar per x value at 0, 1, 2, ... (as the cells of the 2-D diagram), labelled with its
+    value: the axis spans the swept values only (no bar reaches below the smallest or above the
+    largest, no tick outside them). The boundary sits between cell centres by linear
+    interpolation (grid_position), as boundary.estimate interpolates between them."""
     fig = Figure(figsize=(max(5.5, 0.32 * len(xs) + 3.5), 3.6))
     ax = fig.subplots()
-    step = np.min(np.diff(xs)) if len(xs) > 1 else 1.0
+    positions = np.arange(len(xs))
     bottom = np.zeros(len(xs))
     cells = cells.set_index(x).loc[xs]
     # Pizza at the bottom: its bar height is the Pizza share, read against the 1/2 line.
     for name in sorted(ALGORITHMS, key=lambda a: a != "pizza"):
         share = (cells[name] / cells["n"]).to_numpy()
         if share.any():
-            ax.bar(xs, share, width=0.85 * step, bottom=bottom, color=COLORS[name], label=name,
+            ax.bar(positions, share, width=0.85, bottom=bottom, color=COLORS[name], label=name,
                    edgecolor="white", linewidth=0.5)
         bottom += share
     ax.axhline(0.5, color="black", lw=0.8, ls=":")
+    extra = []  # legend entries without a drawing
     if bound["status"] == "crossing":
-        if np.isfinite(bound["lo"]):
-            ax.axvspan(bound["lo"], bound["hi"], facecolor="none", edgecolor="black", hatch="///",
-                       lw=0, alpha=0.6, label="95% CI", zorder=3)
-        ax.axvline(bound["boundary"], color="black", lw=2, zorder=4,
+        problem = interval_problem(bound)
+        if problem is None:
+            ax.axvspan(grid_position(xs, bound["lo"]), grid_position(xs, bound["hi"]),
+                       facecolor="none", edgecolor="black", hatch="///", lw=0, alpha=0.6,
+                       label="95% CI", zorder=3)
+        ax.axvline(grid_position(xs, bound["boundary"]), color="black", lw=2, zorder=4,
                    label=f"Pizza share = 1/2 at {bound['boundary']:.3g}")
-    ax.set_xlim(xs[0] - 0.6 * step, xs[-1] + 0.6 * step)
+        if problem is not None:  # said in the legend instead of an interval
+            extra.append(Patch(facecolor="none", edgecolor="none", label="{}\n({})".format(*problem)))
+    ax.set_xlim(-0.5 - 0.05, len(xs) - 0.5 + 0.05)  # the bars and a small margin
+    shown = np.unique(np.linspace(0, len(xs) - 1, min(len(xs), 12)).round().astype(int))
+    ax.set_xticks(shown, [table.short(xs[i]) for i in shown], rotation=45 if len(xs) > 12 else 0)
     ax.set_ylim(0, 1)
-    ax.set_xlabel(label(x))
+    ax.set_xlabel(label(x) + (" (one bar per value)" if len(xs) > 1 else ""))
     ax.set_ylabel("share of runs")
     n = cells["n"]
     runs = f"{n.min()}" if n.min() == n.max() else f"{n.min()}-{n.max()}"
     ax.set_title(f"Algorithm share per {label(x)} ({y} = {table.short(y_value)}, {runs} runs "
                  f"per bar){note}", loc="left")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.legend(handles=ax.get_legend_handles_labels()[0] + extra, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
+
+
+NO_LEARNED_RUN = "no learned run (every run unlearned or diverged)"
+
+
+def _unlearned_only(counts: pd.DataFrame) -> pd.Series:
+    """Cells (rows of table.cells) where no run learned: their metric medians mean nothing."""
+    return counts["unlearned"] + counts["diverged"] == counts["n"]
 
 
 def metric_heatmaps(frame: pd.DataFrame, x: str, y: str, pooled: list[str]) -> Figure:
@@ -155,10 +216,18 @@ def metric_heatmaps(frame: pd.DataFrame, x: str, y: str, pooled: list[str]) -> F
     if len(ys) == 1:  # 1-D: median and the spread over runs along x
         fig = Figure(figsize=(6.0, 3.4))
         ax = fig.subplots()
+        empty = cells.loc[_unlearned_only(cells), x].to_numpy()
         for metric, color in zip(metrics, ("#56B4E9", "#D55E00")):
             q = frame.groupby(x)[metric].quantile([0.25, 0.5, 0.75]).unstack()
+            q.loc[q.index.isin(empty)] = np.nan  # a gap where no run learned
             ax.plot(q.index, q[0.5], "o-", color=color, label=f"median {label(metric)}")
             ax.fill_between(q.index, q[0.25], q[0.75], color=color, alpha=0.25, lw=0)
+        half = 0.5 * (np.min(np.diff(xs)) if len(xs) > 1 else 1.0)
+        for k, value in enumerate(empty):
+            ax.axvspan(value - half, value + half, facecolor="none", edgecolor="#999999",
+                       hatch="///", lw=0, label=NO_LEARNED_RUN if k == 0 else None)
+        if len(empty):
+            ax.set_xlim(xs[0] - 0.05 * (xs[-1] - xs[0] or 1), xs[-1] + 0.05 * (xs[-1] - xs[0] or 1))
         ax.set_xlabel(label(x))
         ax.set_ylabel("metric value (band: 25-75%)")
         ax.set_ylim(0, 1.05)
@@ -167,11 +236,18 @@ def metric_heatmaps(frame: pd.DataFrame, x: str, y: str, pooled: list[str]) -> F
         return fig
     fig = Figure(figsize=(2 * max(4.0, 0.55 * len(xs) + 1.8), max(3.2, 0.45 * len(ys) + 1.8)),
                  layout="constrained")
+    empty = [(np.searchsorted(ys, r[y]), np.searchsorted(xs, r[x]))
+             for _, r in cells[_unlearned_only(cells)].iterrows()]
     for ax, metric in zip(fig.subplots(1, 2), metrics):
         values = np.full((len(ys), len(xs)), np.nan)
         for _, r in cells.iterrows():
             values[np.searchsorted(ys, r[y]), np.searchsorted(xs, r[x])] = r[f"median_{metric}"]
-        image = ax.imshow(values, cmap="viridis", vmin=0, vmax=1, origin="lower", aspect="auto")
+        for i, j in empty:  # masked: hatched, no number
+            values[i, j] = np.nan
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="#F2F2F2",
+                                   edgecolor="#999999", hatch="///", lw=0, zorder=2))
+        image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0, vmax=1,
+                          origin="lower", aspect="auto")
         for (i, j), v in np.ndenumerate(values):
             if np.isfinite(v):
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
@@ -179,8 +255,9 @@ def metric_heatmaps(frame: pd.DataFrame, x: str, y: str, pooled: list[str]) -> F
         _grid_ticks(ax, x, xs, y, ys)
         ax.set_title(f"median {label(metric)}", loc="left")
         fig.colorbar(image, ax=ax, shrink=0.9)
-    if note:
-        fig.suptitle(note[2:], fontsize=9)
+    notes = ([f"hatched: {NO_LEARNED_RUN}"] if empty else []) + ([note[2:]] if note else [])
+    if notes:
+        fig.suptitle("; ".join(notes), fontsize=9)
     return fig
 
 
@@ -452,6 +529,32 @@ def read_config(out_dir: Path) -> dict:
     return compose()
 
 
+def sweep_figures(frame: pd.DataFrame, x: str, y: str, pooled: list[str], bounds: pd.DataFrame,
+                  thresholds: dict, circular_only: bool = False):
+    """(name, Figure) of every figure of the whole sweep (not the single-model ones), one at a
+    time: `draw` saves them, `phasescan.report --html` embeds them."""
+    yield "phase_diagram", phase_diagram(frame, x, y, pooled, bounds)
+    yield "metric_heatmaps", metric_heatmaps(frame, x, y, pooled)
+    yield "paper_scatter", paper_scatter(frame, x, y, circular_only)
+    yield "metric_distributions", metric_distributions(frame, x, thresholds)
+    if "circle_algorithms" in frame:  # tables from before the circles have none
+        yield "circle_shares", circle_shares(frame, x, y, pooled)
+
+
+def summary_figures(source, x: str = "attn_rate", y: str = "d_model") -> dict[str, Figure]:
+    """phasescan.figures: the sweep figures in memory, {name: Figure}; source is a results folder
+    or a runs table (its .attrs["out_dir"], when set, gives the classification thresholds)."""
+    from matplotlib import rc_context
+
+    from .config import compose
+    frame = source if isinstance(source, pd.DataFrame) else results.load(source)
+    folder = Path(source) if not isinstance(source, pd.DataFrame) else frame.attrs.get("out_dir")
+    thresholds = (read_config(folder) if folder else compose()).get("classify", {})
+    x, y, pooled = table.resolve_axes(frame, x, y)
+    with rc_context(STYLE):
+        return dict(sweep_figures(frame, x, y, pooled, boundary.estimate(frame, x, y), thresholds))
+
+
 def draw(results_dir, x: str = "attn_rate", y: str = "d_model", formats=("png",),
          runs: list[str] | None = None, circular_only: bool = False,
          inspect: str = "auto") -> list[Path]:
@@ -479,13 +582,9 @@ def draw(results_dir, x: str = "attn_rate", y: str = "d_model", formats=("png",)
     results.write_atomic(folder / BOUNDARY_CSV, lambda tmp: bounds.to_csv(tmp, index=False))
     paths = [folder / BOUNDARY_CSV]
     with rc_context(STYLE):
-        paths += save(phase_diagram(frame, x, y, pooled, bounds), folder, "phase_diagram", formats)
-        paths += save(metric_heatmaps(frame, x, y, pooled), folder, "metric_heatmaps", formats)
-        paths += save(paper_scatter(frame, x, y, circular_only), folder, "paper_scatter", formats)
         thresholds = read_config(out_dir).get("classify", {})
-        paths += save(metric_distributions(frame, x, thresholds), folder, "metric_distributions", formats)
-        if "circle_algorithms" in frame:  # tables from before the circles have none
-            paths += save(circle_shares(frame, x, y, pooled), folder, "circle_shares", formats)
+        for name, fig in sweep_figures(frame, x, y, pooled, bounds, thresholds, circular_only):
+            paths += save(fig, folder, name, formats)
         if runs is None:
             runs = [] if inspect == "none" else pick_runs(frame, inspect == "saved", out_dir)
         metric_opts = read_config(out_dir)["metrics"] if runs else None

@@ -2,8 +2,9 @@
 import numpy as np
 import pandas as pd
 from matplotlib.image import imread
+from matplotlib.patches import Rectangle
 
-from phasescan import plot, results, table
+from phasescan import boundary, plot, results, table
 
 from conftest import TINY, compose, run_cli
 
@@ -125,3 +126,63 @@ def test_models_whose_weights_were_not_kept_are_trained_again_identically(tmp_pa
                 np.testing.assert_allclose(retrained[name], saved[name], rtol=1e-5, atol=1e-6, err_msg=name)
             else:
                 assert np.array_equal(retrained[name], saved[name]), name
+
+
+# ---------------------------------------------------------------- figure details
+
+def test_1d_diagram_axis_holds_the_bars_and_no_more():
+    for rates in ([0.0, 0.5, 1.0], list(np.round(np.linspace(0, 1, 11), 2))):
+        frame = synthetic({64: 0.5}, seeds=8)
+        frame = frame[frame["attn_rate"].isin(rates)]
+        fig = plot.phase_diagram(frame, "attn_rate", "d_model", [], boundary.estimate(frame))
+        ax = fig.axes[0]
+        lo, hi = ax.get_xlim()
+        bars = [b for b in ax.patches if isinstance(b, Rectangle) and b.get_width() > 0]
+        assert bars and all(lo <= b.get_x() and b.get_x() + b.get_width() <= hi for b in bars)
+        left = min(b.get_x() for b in bars)
+        right = max(b.get_x() + b.get_width() for b in bars)
+        assert left - lo < 0.15 and hi - right < 0.15  # a small margin, no empty room
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert labels == [table.short(r) for r in rates]  # ticks are the swept values, nothing else
+        assert all(0 <= t <= len(rates) - 1 for t in ax.get_xticks())
+
+
+def legend_texts(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+
+
+def test_legend_says_n_too_small_instead_of_an_interval():
+    for seeds, width in ((2, {64: 0.5}), (2, {32: 0.4, 64: 0.6})):
+        frame = synthetic(width, seeds=seeds)
+        assert (boundary.estimate(frame)["status"] == "crossing").any()
+        texts = legend_texts(plot.phase_diagram(frame, "attn_rate", "d_model", [], boundary.estimate(frame)))
+        assert any("n too small" in t and "2 runs per cell" in t for t in texts), texts
+        assert "95% CI" not in texts and not any("bars: 95% CI" in t for t in texts)
+    frame = synthetic({64: 0.5}, seeds=8)  # enough runs: the interval is drawn and named
+    texts = legend_texts(plot.phase_diagram(frame, "attn_rate", "d_model", [], boundary.estimate(frame)))
+    assert "95% CI" in texts and not any("n too small" in t for t in texts)
+
+
+def test_heatmap_cells_without_a_learned_run_are_masked():
+    frame = synthetic({32: 0.3, 128: 0.8}, seeds=2)
+    frame.loc[(frame["d_model"] == 32) & (frame["attn_rate"] == 1.0), "algorithm"] = "unlearned"
+    fig = plot.metric_heatmaps(frame, "attn_rate", "d_model", [])
+    for ax in fig.axes[:2]:  # the two heat maps (then their colour bars)
+        positions = {(round(t.get_position()[0]), round(t.get_position()[1])) for t in ax.texts}
+        assert len(ax.texts) == 21 and (10, 0) not in positions and (10, 1) in positions
+        hatched = [p for p in ax.patches if p.get_hatch()]
+        assert len(hatched) == 1 and hatched[0].get_xy() == (9.5, -0.5)
+    assert "no learned run" in fig.texts[0].get_text()  # the suptitle says what hatching means
+    # 1-D: a gap in the medians, hatched
+    one = frame[frame["d_model"] == 32]
+    ax = plot.metric_heatmaps(one, "attn_rate", "d_model", []).axes[0]
+    assert np.isnan(ax.lines[0].get_ydata()[-1]) and np.isfinite(ax.lines[0].get_ydata()[0])
+    assert any(p.get_hatch() for p in ax.patches)
+
+
+def test_pooled_axes_are_named_with_their_values_in_titles():
+    frame = synthetic({32: 0.3, 128: 0.8}, seeds=2)
+    frame.loc[frame.index % 2 == 0, "lr"] = 3e-3
+    assert plot.pooled_note(["lr"], frame) == "; pooled over lr = 0.001, 0.003"
+    many = pd.DataFrame({"attn_rate": np.linspace(0, 1, 21)})
+    assert plot.pooled_values(many, ["attn_rate"]) == "attn_rate = 0, 0.05, 0.1, 0.15, ..., 1 (21 values)"
