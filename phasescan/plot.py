@@ -36,7 +36,7 @@ from matplotlib.patches import Patch, Rectangle
 from . import boundary, grid, results, retrain, table, weights
 from .classify import ALGORITHMS
 from .config import ConfigError
-from .style import COLORS, LOG_AXES, STYLE, label
+from .style import COLORS, LOG_AXES, STYLE, label, pooled_values
 
 FIGURES = "figures"
 BOUNDARY_CSV = "boundary.csv"
@@ -49,20 +49,6 @@ def save(fig: Figure, folder: Path, name: str, formats) -> list[Path]:
         results.write_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, bbox_inches="tight"))
         paths.append(path)
     return paths
-
-
-def pooled_values(frame: pd.DataFrame, axes: list[str], most: int = 6) -> str:
-    """The swept axes a figure or table pools, with their values: `d_model = 32, 64; lr = ...`
-    (long lists shortened to their first values, `...`, the last and the count)."""
-    parts = []
-    for axis in axes:
-        values = [table.short(v) for v in sorted(frame[axis].dropna().unique())]
-        if frame[axis].isna().any():
-            values.append("None")
-        if len(values) > most:
-            values = values[:most - 2] + ["...", values[-1], f"({len(values)} values)"]
-        parts.append(f"{axis} = {', '.join(values)}".replace(", (", " ("))
-    return "; ".join(parts)
 
 
 def pooled_note(pooled: list[str], frame: pd.DataFrame) -> str:

@@ -25,7 +25,8 @@ import pandas as pd  # noqa: E402
 
 from . import history, refine, results  # noqa: E402
 from .classify import ALGORITHMS  # noqa: E402
-from .style import COLORS, OKABE_ITO  # noqa: E402  (one colour per class in every figure)
+from .style import COLORS, OKABE_ITO, pooled_values  # noqa: E402  (one colour per class in every figure)
+from .table import swept_axes  # noqa: E402
 
 HISTORY_PANELS = [("test_acc", "test accuracy"), ("grad_sym", "gradient symmetricity"),
                   ("dist_irr", "distance irrelevance"), ("circularity", "circularity")]
@@ -90,7 +91,9 @@ def draw_history(results_dir, figures_dir) -> list[Path]:
     handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS[n]) for n in ALGORITHMS]
     fig.legend(handles, ALGORITHMS, loc="lower center", ncol=len(ALGORITHMS), fontsize=8,
                bbox_to_anchor=(0.5, -0.16))
-    fig.suptitle("Algorithm per attention rate during training (all runs of each rate)", y=1.04)
+    pooled = [a for a in swept_axes(hist) if a != "attn_rate"]
+    pooled = f"; pooled over {pooled_values(hist, pooled)}" if pooled else ""
+    fig.suptitle(f"Algorithm per attention rate during training (all runs of each rate{pooled})", y=1.04)
     paths.append(_save(fig, figures_dir / "history_phases.png"))
     paths.append(_save(loss_history(hist), figures_dir / "history_loss.png"))
     return paths

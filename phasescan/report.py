@@ -36,7 +36,7 @@ from . import boundary, plot, results, table
 from .classify import ALGORITHMS
 from .config import ConfigError
 from .plot import CIRCULAR_MIN, read_config
-from .style import COLORS, STYLE
+from .style import COLORS, STYLE, pooled_values
 from .train import FIT_LOSS
 
 
@@ -111,7 +111,7 @@ def pooled_sentence(runs: pd.DataFrame, axes: list[str], hint: bool = True) -> s
     if not axes:
         return ""
     advice = " (--y AXIS: one table per value of AXIS)" if hint else ""
-    return (f"Pooled over {plot.pooled_values(runs, axes)}: every row puts the runs of all these "
+    return (f"Pooled over {pooled_values(runs, axes)}: every row puts the runs of all these "
             f"values together{advice}.")
 
 
@@ -201,6 +201,13 @@ CAPTIONS = {
     "metric_distributions": "The metrics against the classification thresholds (docs/metrics.md).",
     "circle_shares": "Per cell, what each isolated circle of the embeddings runs, and the share of "
                      "mixed models.",
+}
+KIND_CAPTIONS = {  # the figures copied from DIR/figures/
+    "inspect_": "One model: its embedding on principal-component pairs, the input gradients "
+                "(Pizza: on y = x) and the correct-class logit (Clock: flat in a - b). ",
+    "circles_": "Each isolated circle of one model's embedding and the logit it gives alone. ",
+    "history_": "During training (train.log_every). ",
+    "refinement": "Adaptive boundary refinement: the uncertain span per round, the added runs. ",
 }
 STYLESHEET = """
 body { font: 15px/1.45 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1a1a1a;
@@ -297,10 +304,16 @@ def rendered_figures(out_dir: Path, runs: pd.DataFrame, x: str, y: str, pooled: 
             out.append((name, buffer.getvalue(), CAPTIONS.get(name, "")))
     drawn = {name for name, _, _ in out}
     folder = out_dir / plot.FIGURES
-    for path in sorted(folder.glob("*.png")) if folder.is_dir() else []:
+    order = ("inspect_", "circles_", "history_", "refinement")  # each model, then over training
+
+    def place(path):
+        return next((i for i, start in enumerate(order) if path.stem.startswith(start)), len(order)), path.stem
+
+    for path in sorted(folder.glob("*.png"), key=place) if folder.is_dir() else []:
         if path.stem not in drawn:
-            out.append((path.stem, path.read_bytes(), f"{plot.FIGURES}/{path.name} as drawn at the "
-                        f"end of the sweep or by `python -m phasescan.plot`"))
+            kind = next((text for start, text in KIND_CAPTIONS.items() if path.stem.startswith(start)), "")
+            out.append((path.stem, path.read_bytes(), f"{kind}{plot.FIGURES}/{path.name} as drawn "
+                        f"at the end of the sweep or by `python -m phasescan.plot`."))
     return out
 
 

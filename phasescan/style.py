@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .classify import ALGORITHMS
+from .table import short
 
 # Okabe-Ito, one fixed colour per class (colour-blind safe).
 COLORS = {"clock": "#0072B2", "pizza": "#E69F00", "mixed": "#D55E00", "other": "#CC79A7",
@@ -24,3 +25,17 @@ def label(name: str) -> str:
 
 # Colours of lines that are not classes (Okabe-Ito as well).
 OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000"]
+
+
+def pooled_values(frame, axes: list[str], most: int = 6) -> str:
+    """The swept axes a figure or table pools, with their values: `d_model = 32, 64; lr = ...`
+    (long lists shortened to their first values, `...`, the last and the count)."""
+    parts = []
+    for axis in axes:
+        values = [short(v) for v in sorted(frame[axis].dropna().unique())]
+        if frame[axis].isna().any():
+            values.append("None")
+        if len(values) > most:
+            values = values[:most - 2] + ["...", values[-1], f"({len(values)} values)"]
+        parts.append(f"{axis} = {', '.join(values)}".replace(", (", " ("))
+    return "; ".join(parts)
