@@ -302,12 +302,21 @@ def new_progress(runs: list[dict], done_ids: set[str]) -> Progress:
                     done_steps=sum(r["steps"] for r in runs if r["run_id"] in done_ids))
 
 
-def run_sweep(plan: Plan | dict, out_dir: Path, cfg_yaml: str = "") -> pd.DataFrame:
-    """Train and measure every run of the sweep into out_dir; return the runs table."""
+def run_sweep(plan: Plan | dict, out_dir: Path, cfg_yaml: str | None = None,
+              record=None) -> pd.DataFrame:
+    """Train and measure every run of the sweep into out_dir; return the runs table.
+    cfg_yaml: the text of config.yaml (the command line's, comments and order kept); None = the
+    plan's config written out. record: out_dir -> a context manager held while the sweep runs in
+    its folder (app.recorded: the invocation and the log file)."""
     plan = as_plan(plan)
+    if cfg_yaml is None:
+        from omegaconf import OmegaConf
+        cfg_yaml = OmegaConf.to_yaml(OmegaConf.create(plan.cfg))
     out_dir = pick_out_dir(out_dir, plan.identity, plan.cfg.get("out_dir_taken", "refuse"))
     with results.locked(out_dir):  # one process per folder
-        return record_sweep(plan, out_dir, cfg_yaml)
+        prepare_out_dir(out_dir, cfg_yaml, plan.identity)  # first: the folder is this sweep's
+        with record(out_dir) if record else contextlib.nullcontext():
+            return record_sweep(plan, out_dir, cfg_yaml)
 
 
 def record_sweep(plan: Plan, out_dir: Path, cfg_yaml: str) -> pd.DataFrame:
