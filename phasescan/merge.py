@@ -25,7 +25,8 @@ from .sweep import sweep_identity
 # Settings that may differ between shards of one sweep: they change where and how fast a shard
 # runs, not its rows.
 EXECUTION_KEYS = ("out_dir", "sweep.shard", "sweep.devices", "sweep.chunk_size", "sweep.max_chunk_size",
-                  "sweep.vmap_group")
+                  "sweep.vmap_group", "sweep.segment_steps", "sweep.checkpoint_every", "plot",
+                  "compile_cache", "tracking", "tracking_options")  # a key or a section
 
 
 class MergeError(ValueError):
@@ -54,7 +55,8 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 def sweep_settings(cfg: dict) -> dict:
     """The settings that define the sweep's rows (flattened), without EXECUTION_KEYS."""
-    return {k: v for k, v in flatten(cfg).items() if k not in EXECUTION_KEYS}
+    return {k: v for k, v in flatten(cfg).items()
+            if not any(k == key or k.startswith(key + ".") for key in EXECUTION_KEYS)}
 
 
 def read_shard_configs(sweep_dir: Path) -> dict[Path, dict]:
