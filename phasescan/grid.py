@@ -146,17 +146,28 @@ def checked_swept_axes(cfg: dict) -> tuple[dict[str, list | None], list[str]]:
 
 
 def run_from_row(row) -> dict:
-    """A results row (pandas Series or dict) back to a run dict (NaN -> None for nullable fields)."""
+    """A results row (pandas Series or dict) back to a run dict (NaN or pandas' NA -> None for
+    nullable fields)."""
     run = {}
     for name, field in FIELDS.items():
         value = row.get(name) if field.nullable else row[name]  # tables older than the field
-        if field.nullable and (value is None or isinstance(value, float) and np.isnan(value)):
+        if field.nullable and missing(value):
             value = None
         run[name] = coerce(name, value.item() if hasattr(value, "item") else value, name)
     for key in ("seed", "data_seed", "run_index"):
         run[key] = int(row[key])
     run["run_id"] = run_id(run)
     return run
+
+
+def missing(value) -> bool:
+    """None, NaN, or pandas' NA (an empty cell of a nullable "Int64" column: results.conform)."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN only
+    except TypeError:  # pandas.NA: a comparison with it is NA, whose truth is ambiguous
+        return True
 
 
 def variants_of(cfg: dict, axes: dict) -> list[dict]:
