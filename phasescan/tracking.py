@@ -42,6 +42,8 @@ def plain(value):
         return [plain(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
+    if value is pd.NA:  # an unset nullable field (results.conform's "Int64" columns)
+        return None
     return value
 
 
