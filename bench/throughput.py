@@ -11,6 +11,12 @@
                 (train.build_net, train.mean_loss, train.warmup_schedule,
                 data.Dataset / data.split, precision), so it is the same computation: the
                 tool checks that both ways end with the same train loss and grad_sym.
+(c) torch:      the authors' way itself, in PyTorch (bench/torch_reference.py): one eager model
+                after another, the loss in float64, AdamW, a test evaluation every step, then
+                its own metrics. Same hyperparameters, not the same weights (its own random
+                streams), so the tool compares the populations (losses, grad_sym, dist_irr).
+                Skipped when torch is not installed (pip install -e ".[bench]") or the models are
+                not the reference transformer it implements.
 
 Printed per way: models/s, model-steps/s, compile time, training FLOP/s and its fraction of a
 peak measured in the same process (a large matmul in the same precision on the same device).
@@ -178,6 +184,34 @@ def run_sequential(runs: list[dict], metric_opts: dict, eval_every: int) -> dict
             **{k: np.asarray(v) for k, v in out.items()}}
 
 
+def torch_unsupported(spec: train.Spec) -> str | None:
+    """Why bench/torch_reference.py cannot train this bucket (None: it can)."""
+    wanted = {"kind": "transformer", "n_layers": 1, "n_heads": 4, "act": "relu", "op": "add",
+              "input_format": "ab", "batch_size": None, "precision": "float32",
+              "cross_entropy": "accurate"}
+    differ = [f"{k}={getattr(spec, k)!r}" for k, v in wanted.items() if getattr(spec, k) != v]
+    return f"the PyTorch reference is the paper's model only ({', '.join(differ)})" if differ else None
+
+
+def run_torch(runs: list[dict], eval_every: int, last_only: bool = False) -> dict:
+    """The authors' way in PyTorch (bench/torch_reference.py), one model after another."""
+    from bench import torch_reference as ref
+    spec = train.Spec.from_run(runs[0])
+    triples = ref.grad_sym_triples(spec.p, 300)
+    out = {k: [] for k in ("train_loss", "grad_sym", "dist_irr")}
+    t0 = time.perf_counter()
+    for run in runs:
+        model, split, _ = ref.train_model(
+            spec.p, spec.d_model, run["attn_rate"], run["seed"], spec.steps, last_only, eval_every,
+            lr=run["lr"], weight_decay=run["weight_decay"], betas=(run["beta1"], run["beta2"]),
+            warmup_steps=run["warmup_steps"], train_frac=spec.train_frac)
+        result = ref.final_metrics(model, split, triples)
+        for k in out:
+            out[k].append(result[k])
+    run_s = time.perf_counter() - t0
+    return {"compile_s": 0.0, "run_s": run_s, **{k: np.asarray(v) for k, v in out.items()}}
+
+
 def make_runs(args) -> tuple[list[dict], dict]:
     """`models` runs: attention rate linspace(0, 1, ceil(models / seeds)) x seeds, in grid order."""
     n_rates = math.ceil(args.models / args.seeds)
@@ -213,6 +247,12 @@ def main(argv=None) -> dict:
                         help="matmul size for the peak (default 2048 on CPU, 8192 on an accelerator)")
     parser.add_argument("--grad-sym-triples", type=int, default=300)
     parser.add_argument("--skip-sequential", action="store_true")
+    parser.add_argument("--skip-torch", action="store_true", help="leave out the PyTorch way")
+    parser.add_argument("--torch-last-only", action="store_true",
+                        help="PyTorch: the last layer at the last position only (phasescan's FLOPs; "
+                             "default: both positions, as an ordinary PyTorch transformer)")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch.set_num_threads for the PyTorch way (default: torch's own)")
     parser.add_argument("--vmap-group", type=int, default=None,
                         help="the engine's sweep.vmap_group: N models side by side, the groups in a "
                              "lax.map loop (default: all models side by side)")
@@ -251,6 +291,17 @@ def main(argv=None) -> dict:
     if not args.skip_sequential:
         seq_runs = runs[: args.seq_models] if args.seq_models else runs
         results["sequential"] = run_sequential(seq_runs, metric_opts, args.eval_every)
+    torch_note = None
+    if not args.skip_torch:
+        import importlib.util
+        torch_note = torch_unsupported(spec) or (
+            None if importlib.util.find_spec("torch") else 'torch is not installed (pip install -e ".[bench]")')
+        if torch_note is None:
+            import torch
+            if args.torch_threads:
+                torch.set_num_threads(args.torch_threads)
+            seq_runs = runs[: args.seq_models] if args.seq_models else runs
+            results["torch"] = run_torch(seq_runs, args.eval_every, args.torch_last_only)
 
     print(f"\n{'way':<13}{'models':>7}{'compile s':>11}{'run s':>9}{'models/s':>10}"
           f"{'model-steps/s':>15}{'GFLOP/s':>9}{'of peak':>9}")
@@ -276,6 +327,24 @@ def main(argv=None) -> dict:
         if seq["xla_step_flops"]:
             print(f"XLA cost analysis of the sequential step: {seq['xla_step_flops']:.4g} FLOPs "
                   f"(matmuls + elementwise; the shape count above: {flops['step']:.4g})")
+    if "torch" in results:
+        tr, eng = results["torch"], results[engine_name]
+        n = len(tr["train_loss"])
+        note = "" if n == len(runs) else f" (PyTorch rate from {n} of {len(runs)} models)"
+        results["ratio_torch"] = eng["models_per_s"] / tr["models_per_s"]
+        import torch
+        if not args.torch_last_only:
+            print("(the torch row's FLOP/s counts the engine's FLOPs; it computed both positions' "
+                  "queries and MLP in the last layer, more than counted)")
+        print(f"\nengine / torch models per second: {results['ratio_torch']:.2f}x{note}   "
+              f"(torch {torch.__version__}, {torch.get_num_threads()} threads, "
+              f"{'last position only' if args.torch_last_only else 'both positions'} in the last layer)")
+        print("same hyperparameters, own initialisation (min / median / max):")
+        for k in ("train_loss", "grad_sym", "dist_irr"):
+            row = lambda x: f"{np.min(x):.3g} / {np.median(x):.3g} / {np.max(x):.3g}"
+            print(f"  {k:<11} engine {row(eng[k][:n])}   torch {row(tr[k])}")
+    elif torch_note:
+        print(f"\ntorch way skipped: {torch_note}")
     results.update(flops=flops, peak=peak, device=describe_device(), n_models=len(runs))
     return results
 

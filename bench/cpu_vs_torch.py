@@ -1,0 +1,157 @@
+"""Whole processes: phasescan's command against the PyTorch authors' way, the same 16 models.
+
+    python -m bench.cpu_vs_torch                 # 3 timed pairs after a warm-up pair
+    python -m bench.cpu_vs_torch --runs 5 --phasescan-override sweep.vmap_group=1
+
+The issue's CPU case: p = 23, d_model = 32, 1,000 full-batch steps, attention rate
+linspace(0, 1, 8) x 2 seeds. Each side is a separate process, timed from its start to its exit
+(interpreter start-up, imports, Hydra, JAX's backend, compilation, training, metrics and writing
+the results included), the two in turn (A B A B ...) so a drift of the machine's speed hits both:
+
+  phasescan  python -m phasescan task.p=23 'sweep.axes.d_model=[32]'
+             'sweep.axes.attn_rate=linspace(0,1,8)' sweep.seeds=2 train.steps=1000 plot=false
+             out_dir=<fresh folder each run>  (the compile cache as configured: the warm-up run
+             fills it, as any earlier run on the machine would; --cold-cache: a new empty one each run)
+  torch      python -m bench.torch_reference --p 23 --d-model 32 --steps 1000 --attn-rates 8
+             --seeds 2  (bench/torch_reference.py: one eager model after another, float64 loss,
+             a test evaluation every step)
+
+Prints every run's wall and CPU seconds (this process's own accounting of the finished child:
+os.wait4), then min / median / max of each side and of the ratio torch / phasescan taken pair by
+pair, and checks that both computed comparable models: the final training losses' range and the
+classes per attention rate (phasescan's table; the PyTorch models labelled by phasescan's rule
+without its circle steps). Needs torch (`pip install -e ".[bench]"`).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+CASE = {"p": 23, "d_model": 32, "steps": 1000, "attn_rates": 8, "seeds": 2}
+
+
+def phasescan_command(out_dir: Path, overrides: list[str]) -> list[str]:
+    c = CASE
+    return [sys.executable, "-m", "phasescan", f"task.p={c['p']}", f"sweep.axes.d_model=[{c['d_model']}]",
+            f"sweep.axes.attn_rate=linspace(0,1,{c['attn_rates']})", f"sweep.seeds={c['seeds']}",
+            f"train.steps={c['steps']}", "plot=false", f"out_dir={out_dir}", *overrides]
+
+
+def torch_command(json_path: Path, extra: list[str]) -> list[str]:
+    c = CASE
+    return [sys.executable, "-m", "bench.torch_reference", "--p", str(c["p"]), "--d-model",
+            str(c["d_model"]), "--steps", str(c["steps"]), "--attn-rates", str(c["attn_rates"]),
+            "--seeds", str(c["seeds"]), "--quiet", "--json", str(json_path), *extra]
+
+
+def timed(command: list[str], cwd: Path, env: dict | None = None) -> dict:
+    """Run `command` to its end; wall seconds and the child's user + system CPU seconds."""
+    t0 = time.perf_counter()
+    child = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    stderr_chunks = []
+    # Reading stderr while it runs: a full pipe would stall the child.
+    reader = threading.Thread(target=lambda: stderr_chunks.append(child.stderr.read()))
+    reader.start()
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - t0
+    reader.join()
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({child.returncode}):\n{''.join(stderr_chunks)[-2000:]}")
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime}
+
+
+def spread(values: list[float]) -> str:
+    return f"{min(values):8.2f} {statistics.median(values):8.2f} {max(values):8.2f}"
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def compare_models(ps_dir: Path, torch_json: Path) -> None:
+    """Final train losses and classes per attention rate, both ways."""
+    import numpy as np
+    import pandas as pd
+    ps = pd.read_parquet(ps_dir / "runs.parquet")
+    tr = pd.DataFrame(json.loads(torch_json.read_text()))
+    print("\nfinal training loss (min / median / max):")
+    for name, frame in (("phasescan", ps), ("torch", tr)):
+        loss = frame["train_loss"].to_numpy()
+        print(f"  {name:<10} {loss.min():.3g} / {np.median(loss):.3g} / {loss.max():.3g}")
+    print("test accuracy (min / median):   "
+          f"phasescan {ps['test_acc'].min():.3f} / {ps['test_acc'].median():.3f}   "
+          f"torch {tr['test_acc'].min():.3f} / {tr['test_acc'].median():.3f}")
+    print("classes per attention rate (phasescan: its full rule; torch: the rule without circle steps):")
+    for rate in sorted(ps["attn_rate"].unique()):
+        near = lambda f: f[np.isclose(f["attn_rate"], rate)]
+        a, b = near(ps), near(tr)
+        fmt = lambda f: ", ".join(f"{x} (gs {g:.2f} di {d:.2f})" for x, g, d in
+                                  zip(f["algorithm"], f["grad_sym"], f["dist_irr"]))
+        print(f"  {rate:5.3f}  phasescan: {fmt(a)}\n         torch:     {fmt(b)}")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench.cpu_vs_torch",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="timed pairs (after one warm-up pair)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--cold-cache", action="store_true",
+                        help="phasescan with a new empty compile cache each run (compilation included)")
+    parser.add_argument("--phasescan-override", action="append", default=[],
+                        help="an extra phasescan override, e.g. sweep.vmap_group=1")
+    parser.add_argument("--torch-arg", action="append", default=[],
+                        help="an extra bench.torch_reference argument, e.g. --torch-arg=--threads=1")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the outputs here")
+    args = parser.parse_args(argv)
+
+    root = Path(__file__).resolve().parents[1]
+    work = args.keep or Path(tempfile.mkdtemp(prefix="cpu_vs_torch-"))
+    work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    if importlib.util.find_spec("torch") is None:
+        parser.exit(2, 'bench.cpu_vs_torch: needs torch: pip install -e ".[bench]"\n')
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {os.cpu_count()} CPUs  load average {load_average()}")
+    print("A: " + " ".join(phasescan_command(Path("<fresh>"), args.phasescan_override)))
+    print("B: " + " ".join(torch_command(Path("<json>"), args.torch_arg)))
+    times = {"phasescan": [], "torch": []}
+    for i in range(args.warmup + args.runs):
+        out_dir, torch_json = work / f"phasescan-{i}", work / f"torch-{i}.json"
+        overrides = list(args.phasescan_override)
+        if args.cold_cache:
+            overrides.append(f"compile_cache={work / f'cache-{i}'}")
+        a = timed(phasescan_command(out_dir, overrides), root, env)
+        b = timed(torch_command(torch_json, args.torch_arg), root, env)
+        counted = i >= args.warmup
+        if counted:
+            times["phasescan"].append(a)
+            times["torch"].append(b)
+        print(f"{'run' if counted else 'warm-up'} {i}: phasescan {a['wall']:7.2f} s wall {a['cpu']:7.2f} s cpu"
+              f"   torch {b['wall']:7.2f} s wall {b['cpu']:7.2f} s cpu   load {load_average()}", flush=True)
+    print(f"\n{'':<28}{'min':>8} {'median':>8} {'max':>8}")
+    for name in times:
+        for kind in ("wall", "cpu"):
+            print(f"{name + ' ' + kind + ' s':<28}{spread([t[kind] for t in times[name]])}")
+    ratios = [b["wall"] / a["wall"] for a, b in zip(times["phasescan"], times["torch"])]
+    print(f"{'torch / phasescan (wall)':<28}{spread(ratios)}")
+    last = args.warmup + args.runs - 1
+    compare_models(work / f"phasescan-{last}", work / f"torch-{last}.json")
+    print(f"\noutputs in {work}")
+    return {"times": times, "ratios": ratios}
+
+
+if __name__ == "__main__":
+    main()
