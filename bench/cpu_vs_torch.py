@@ -2,6 +2,7 @@
 
     python -m bench.cpu_vs_torch                 # 3 timed pairs after a warm-up pair
     python -m bench.cpu_vs_torch --runs 5 --phasescan-override sweep.vmap_group=1
+    python -m bench.cpu_vs_torch --cpu-tuned      # phasescan with CPU_TUNED_XLA_FLAGS (below)
 
 The issue's CPU case: p = 23, d_model = 32, 1,000 full-batch steps, attention rate
 linspace(0, 1, 8) x 2 seeds. Each side is a separate process, timed from its start to its exit
@@ -37,6 +38,13 @@ import time
 from pathlib import Path
 
 CASE = {"p": 23, "d_model": 32, "steps": 1000, "attn_rates": 8, "seeds": 2}
+# XLA:CPU (jax 0.10.2) runs elementwise and reduction fusions through YNNPACK by default; at small
+# widths some of them are several times slower than XLA's own loop fusions (the softmax's backward
+# over 2 keys x 4 heads: 1.0 ms of a 7.3 ms step at p = 23, d = 32). Keeping YNNPACK for the dots
+# only trains 15-40% faster at d = 16-32 and the same at d = 64-128; it rounds differently (float32
+# rounding, not the science: docs/benchmarks.md). An experimental XLA flag: a jaxlib without it
+# refuses to start, so it is an opt-in setting, not phasescan's default.
+CPU_TUNED_XLA_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
 
 
 def phasescan_command(out_dir: Path, overrides: list[str]) -> list[str]:
@@ -115,6 +123,8 @@ def main(argv=None) -> dict:
                         help="an extra phasescan override, e.g. sweep.vmap_group=1")
     parser.add_argument("--torch-arg", action="append", default=[],
                         help="an extra bench.torch_reference argument, e.g. --torch-arg=--threads=1")
+    parser.add_argument("--cpu-tuned", action="store_true",
+                        help=f"phasescan with XLA_FLAGS={CPU_TUNED_XLA_FLAGS} (added to any XLA_FLAGS set)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the outputs here")
     args = parser.parse_args(argv)
 
@@ -125,7 +135,11 @@ def main(argv=None) -> dict:
     if importlib.util.find_spec("torch") is None:
         parser.exit(2, 'bench.cpu_vs_torch: needs torch: pip install -e ".[bench]"\n')
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {os.cpu_count()} CPUs  load average {load_average()}")
-    print("A: " + " ".join(phasescan_command(Path("<fresh>"), args.phasescan_override)))
+    ps_env = dict(env)
+    if args.cpu_tuned:
+        ps_env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), CPU_TUNED_XLA_FLAGS]))
+    print("A: " + (f"XLA_FLAGS='{ps_env['XLA_FLAGS']}' " if args.cpu_tuned else "")
+          + " ".join(phasescan_command(Path("<fresh>"), args.phasescan_override)))
     print("B: " + " ".join(torch_command(Path("<json>"), args.torch_arg)))
     times = {"phasescan": [], "torch": []}
     for i in range(args.warmup + args.runs):
@@ -133,7 +147,7 @@ def main(argv=None) -> dict:
         overrides = list(args.phasescan_override)
         if args.cold_cache:
             overrides.append(f"compile_cache={work / f'cache-{i}'}")
-        a = timed(phasescan_command(out_dir, overrides), root, env)
+        a = timed(phasescan_command(out_dir, overrides), root, ps_env)
         b = timed(torch_command(torch_json, args.torch_arg), root, env)
         counted = i >= args.warmup
         if counted:

@@ -193,7 +193,7 @@ def torch_unsupported(spec: train.Spec) -> str | None:
     return f"the PyTorch reference is the paper's model only ({', '.join(differ)})" if differ else None
 
 
-def run_torch(runs: list[dict], eval_every: int, last_only: bool = False) -> dict:
+def run_torch(runs: list[dict], eval_every: int, last_only: bool = False, device: str = "cpu") -> dict:
     """The authors' way in PyTorch (bench/torch_reference.py), one model after another."""
     from bench import torch_reference as ref
     spec = train.Spec.from_run(runs[0])
@@ -204,7 +204,7 @@ def run_torch(runs: list[dict], eval_every: int, last_only: bool = False) -> dic
         model, split, _ = ref.train_model(
             spec.p, spec.d_model, run["attn_rate"], run["seed"], spec.steps, last_only, eval_every,
             lr=run["lr"], weight_decay=run["weight_decay"], betas=(run["beta1"], run["beta2"]),
-            warmup_steps=run["warmup_steps"], train_frac=spec.train_frac)
+            warmup_steps=run["warmup_steps"], train_frac=spec.train_frac, device=device)
         result = ref.final_metrics(model, split, triples)
         for k in out:
             out[k].append(result[k])
@@ -251,6 +251,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--torch-last-only", action="store_true",
                         help="PyTorch: the last layer at the last position only (phasescan's FLOPs; "
                              "default: both positions, as an ordinary PyTorch transformer)")
+    parser.add_argument("--torch-device", default="cpu", help="the PyTorch way's device, e.g. cuda")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch.set_num_threads for the PyTorch way (default: torch's own)")
     parser.add_argument("--vmap-group", type=int, default=None,
@@ -301,7 +302,7 @@ def main(argv=None) -> dict:
             if args.torch_threads:
                 torch.set_num_threads(args.torch_threads)
             seq_runs = runs[: args.seq_models] if args.seq_models else runs
-            results["torch"] = run_torch(seq_runs, args.eval_every, args.torch_last_only)
+            results["torch"] = run_torch(seq_runs, args.eval_every, args.torch_last_only, args.torch_device)
 
     print(f"\n{'way':<13}{'models':>7}{'compile s':>11}{'run s':>9}{'models/s':>10}"
           f"{'model-steps/s':>15}{'GFLOP/s':>9}{'of peak':>9}")

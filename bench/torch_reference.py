@@ -112,16 +112,17 @@ def dataset(p: int) -> tuple[torch.Tensor, torch.Tensor]:
 def train_model(p: int, d_model: int, attn_rate: float, seed: int, steps: int,
                 last_only: bool = False, eval_every: int = 1, lr: float = 1e-3,
                 weight_decay: float = 2.0, betas=(0.9, 0.98), warmup_steps: int = 10,
-                train_frac: float = TRAIN_FRAC):
+                train_frac: float = TRAIN_FRAC, device: str = "cpu"):
     """One model the authors' way. Returns (model, (train, test) pair indices, the per-step
     log of (train loss, test loss, test accuracy))."""
     generator = torch.Generator().manual_seed(seed)
-    model = Transformer(p, d_model, attn_rate, generator, last_only=last_only)
+    model = Transformer(p, d_model, attn_rate, generator, last_only=last_only).to(device)
     tokens, labels = dataset(p)
     order = torch.randperm(p * p, generator=generator)
     n = n_train(p * p, train_frac)
     train_idx, test_idx = order[:n].sort().values, order[n:].sort().values
-    x_train, y_train, x_test, y_test = tokens[train_idx], labels[train_idx], tokens[test_idx], labels[test_idx]
+    x_train, y_train, x_test, y_test = (x.to(device) for x in (
+        tokens[train_idx], labels[train_idx], tokens[test_idx], labels[test_idx]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(  # the first step has learning rate 0
         optimizer, lambda step: min(step / warmup_steps, 1.0) if warmup_steps else 1.0)
@@ -179,6 +180,7 @@ def circularity(rows: np.ndarray) -> float:
 
 
 def final_metrics(model: Transformer, split, triples: np.ndarray) -> dict:
+    model = model.cpu()  # the metrics on the host (a no-op on a CPU)
     p = model.p
     tokens, labels = dataset(p)
     with torch.no_grad():
@@ -240,6 +242,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--eval-every", type=int, default=1, help="test evaluation every N steps (0: none)")
     parser.add_argument("--last-only", action="store_true",
                         help="last layer at the last position only (phasescan's FLOPs)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     parser.add_argument("--save-weights", type=Path, default=None, help="write <DIR>/<i>.npz per model")
@@ -252,7 +255,7 @@ def main(argv=None) -> list[dict]:
     for i, (rate, seed) in enumerate(runs_of(args.attn_rates, args.seeds)):
         t1 = time.perf_counter()
         model, split, log = train_model(args.p, args.d_model, rate, seed, args.steps,
-                                        args.last_only, args.eval_every)
+                                        args.last_only, args.eval_every, device=args.device)
         rows.append({"attn_rate": rate, "seed": seed, **final_metrics(model, split, triples),
                      "seconds": time.perf_counter() - t1})
         if args.save_weights:
