@@ -59,7 +59,7 @@ def run(overrides: Sequence[str] | Mapping | None = None, *, out_dir: str | Path
         command = f"phasescan.run({list(overrides or [])!r})"
     else:
         raise ConfigError(f"overrides={overrides!r}: expected a list of overrides or a config mapping")
-    app.setup_logging()
+    app.setup_logging(exclusive=False)
     app.start_backend(cfg)
     base = Path(cfg["out_dir"]) if cfg["out_dir"] is not None else app.default_out_dir(cfg)
     frame, folder = app.execute(cfg, base, command=command, overrides=args,

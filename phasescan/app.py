@@ -26,16 +26,17 @@ INVOCATIONS = "invocations.yaml"
 LOG_FILE = "phasescan.log"
 
 
-def setup_logging() -> None:
-    """phasescan's lines on stderr, once (Hydra's own logging is off: conf/config.yaml)."""
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
-               for h in log.handlers):
+def setup_logging(exclusive: bool = True) -> None:
+    """phasescan's lines on stderr, once. exclusive (the command; Hydra's own logging is off:
+    conf/config.yaml): not passed on to the root logger. The Python API passes them on too, so a
+    notebook's or a test's own logging setup still sees them."""
+    if not any(type(h) is logging.StreamHandler for h in log.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("phasescan: %(message)s"))
         handler.setLevel(logging.INFO)  # the log file also gets DEBUG lines (the phase table)
         log.addHandler(handler)
         log.setLevel(logging.DEBUG)
-        log.propagate = False
+    log.propagate = not exclusive
 
 
 def start_backend(cfg: dict) -> None:
