@@ -1,8 +1,10 @@
 """phasescan as a researcher meets it: a package that installs (wheel), a Hydra app that lets
 Hydra's flags through, refuses overrides that change nothing, records how each folder was made,
 and a Python API that writes the same folder as the command line."""
+import site
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -111,13 +113,20 @@ def test_python_api_refuses_bad_config_with_the_key_named(tmp_path):
 def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
     """`pip install .` (not -e): the wheel carries the configs; `phasescan` runs from anywhere."""
     def run(*cmd, **kw):
-        return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600, **kw)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+        assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stderr[-3000:]}"
+        return proc
 
-    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-        "-w", str(tmp_path / "wheel"), str(ROOT))
+    # an isolated build, as `pip install .` does (its setuptools from the package index)
+    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "wheel"), str(ROOT))
     wheel, = (tmp_path / "wheel").glob("phasescan-*.whl")
-    venv = tmp_path / "venv"  # the dependencies come from this interpreter's site-packages
-    run(sys.executable, "-m", "venv", "--system-site-packages", str(venv))
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", str(venv))
+    # The dependencies: this environment's site-packages as plain path entries (a .pth line adds a
+    # folder; the .pth files inside it, such as an editable install's finder, are not run).
+    purelib = run(str(venv / "bin" / "python"), "-c",
+                  "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
+    Path(purelib, "outer.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     run(str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", str(wheel))
     where = run(str(venv / "bin" / "python"), "-c", "import phasescan; print(phasescan.__file__)",
                 cwd=tmp_path).stdout
