@@ -8,7 +8,6 @@ written durably per chunk next to the results chunks and assembled into history.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +34,7 @@ def rows(runs: list[dict], logged: dict[str, np.ndarray], thresholds: dict) -> p
 
 def write_chunk(out_dir: Path, frame: pd.DataFrame) -> Path:
     """Written atomically before the chunk's result rows, so a finished chunk has its history."""
-    ids = ",".join(dict.fromkeys(frame["run_id"]))
-    path = Path(out_dir) / results.CHUNKS / f"{KIND}-{hashlib.sha1(ids.encode()).hexdigest()[:16]}.parquet"
+    path = Path(out_dir) / results.CHUNKS / f"{KIND}-{results.chunk_name(dict.fromkeys(frame['run_id']))}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     results.write_table(path, frame, KIND)
     return path

@@ -314,15 +314,14 @@ def run_sweep(plan: Plan | dict, out_dir: Path, cfg_yaml: str | None = None,
         cfg_yaml = OmegaConf.to_yaml(OmegaConf.create(plan.cfg))
     out_dir = pick_out_dir(out_dir, plan.identity, plan.cfg.get("out_dir_taken", "refuse"))
     with results.locked(out_dir):  # one process per folder
-        prepare_out_dir(out_dir, cfg_yaml, plan.identity)  # first: the folder is this sweep's
+        manifest = prepare_out_dir(out_dir, cfg_yaml, plan.identity)  # first: the folder is this sweep's
         with record(out_dir) if record else contextlib.nullcontext():
-            return record_sweep(plan, out_dir, cfg_yaml)
+            return record_sweep(plan, out_dir, manifest)
 
 
-def record_sweep(plan: Plan, out_dir: Path, cfg_yaml: str) -> pd.DataFrame:
-    """run_sweep's work, with out_dir picked and locked."""
+def record_sweep(plan: Plan, out_dir: Path, manifest: dict) -> pd.DataFrame:
+    """run_sweep's work, with out_dir picked, locked and prepared (its manifest read)."""
     cfg, runs, devices = plan.cfg, list(plan.runs), list(plan.devices)
-    manifest = prepare_out_dir(out_dir, cfg_yaml, plan.identity)
     done_ids = done_run_ids(out_dir)
     todo = [r for r in runs if r["run_id"] not in done_ids]
     manifest.update(results.environment(), sweep=cfg["sweep"].get("name"), n_runs=len(runs),
@@ -406,22 +405,22 @@ def train_runs(cfg: dict, out_dir: Path, runs: list[dict], done_ids: set[str], m
             to_save = lambda run: weights.should_save(run, cfg["save_weights"], sweep_cfg["seed_start"])
             keep = any(map(to_save, chunk))
             for piece, result, fits in run_pieces(program, chunk, fits, keep, len(devices), segments):
-                record(out_dir, piece, result, keep, to_save, cfg["classify"])
+                written = record(out_dir, piece, result, keep, to_save, cfg["classify"])
                 segments.finished(piece, fits)
                 progress.models_done(len(piece))
                 if track:
-                    track.log_chunk([r["run_id"] for r in piece])
+                    track.log_chunk(*written)
 
 
-def record(out_dir: Path, piece: list[dict], result, keep: bool, to_save, thresholds: dict) -> None:
+def record(out_dir: Path, piece: list[dict], result, keep: bool, to_save,
+           thresholds: dict) -> tuple[Path, Path | None]:
     """Write a finished piece: weights first, then its history, then its rows (a chunk whose
-    rows are on disk has its other files too)."""
+    rows are on disk has its other files too). Returns (rows file, history file or None)."""
     metrics, params = result if keep else (result, None)
     for j, run in enumerate(piece):
         if to_save(run):
             weights.save(weights.path_of(out_dir, run["run_id"]),
                          weights.to_arrays(weights.model_at(params, j), run))
     metrics, logged = split_history(metrics)
-    if logged:
-        history.write_chunk(out_dir, history.rows(piece, logged, thresholds))
-    results.write_chunk(out_dir, results.rows(piece, metrics, thresholds))
+    curves = history.write_chunk(out_dir, history.rows(piece, logged, thresholds)) if logged else None
+    return results.write_chunk(out_dir, results.rows(piece, metrics, thresholds)), curves

@@ -70,19 +70,16 @@ class WandbSink:
         self.broken = False
         self.seconds, self.count = 0.0, 0
 
-    def log_chunk(self, run_ids: list[str]) -> None:
-        """The runs of the chunk just written (its files are named by the hash of its run_ids)."""
+    def log_chunk(self, rows_file: Path, curves_file: Path | None) -> None:
+        """The runs of the chunk just written: its rows file and its history file (or None)."""
         if self.broken:
             return
-        name = results.chunk_name(run_ids)
-        chunks = self.out_dir / results.CHUNKS
         try:
-            rows = pd.read_parquet(chunks / f"chunk-{name}.parquet")
-            curves = chunks / f"{history.KIND}-{name}.parquet"
-            curves = pd.read_parquet(curves) if curves.is_file() else None
+            rows = results.read_table(rows_file)
+            curves = results.read_table(curves_file) if curves_file else None
         except Exception as error:
             log.warning("tracking=wandb: chunk %s unreadable (%s); its runs are logged at the end",
-                        name, error)
+                        rows_file.name, error)
             return
         self.log_rows(rows, curves)
 
