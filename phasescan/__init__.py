@@ -30,8 +30,6 @@ def run(overrides: Sequence[str] | Mapping | None = None, *, out_dir: str | Path
     again with the same out_dir resumes. A bad configuration raises ConfigError (its .problems
     name each bad key and the allowed values) before anything is trained or written.
     """
-    import sys
-
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -61,15 +59,9 @@ def run(overrides: Sequence[str] | Mapping | None = None, *, out_dir: str | Path
         raise ConfigError(f"overrides={overrides!r}: expected a list of overrides or a config mapping")
     app.setup_logging(exclusive=False)
     app.start_backend(cfg)
-    base = Path(cfg["out_dir"]) if cfg["out_dir"] is not None else app.default_out_dir(cfg)
-    frame, folder = app.execute(cfg, base, command=command, overrides=args,
-                                cfg_yaml=OmegaConf.to_yaml(OmegaConf.create(cfg)))
+    frame, folder = app.execute(cfg, app.results_dir(cfg), command=command, overrides=args)
     if cfg["plot"] and cfg["sweep"]["num_shards"] == 1:
-        try:
-            app.draw_figures(folder)
-        except Exception as error:  # the results are on disk: a figure's failure does not lose them
-            print(f"phasescan: drawing the figures failed ({type(error).__name__}: {error}); "
-                  f"results are kept in {folder}", file=sys.stderr)
+        app.draw_figures(folder)  # a failure is logged: the results are on disk
     frame.attrs["out_dir"] = str(folder)
     return frame
 

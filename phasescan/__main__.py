@@ -25,35 +25,26 @@ def fail(error: ConfigError) -> None:
     sys.exit(2)
 
 
-def results_dir(cfg: dict) -> Path:
-    """Where this process writes. out_dir; else hydra.run.dir when set on the command line (the
-    folder Hydra creates is the one written); else results/<sweep>/<timestamp>/. In a multirun the
+def hydra_dir(cfg: dict) -> Path | None:
+    """The folder Hydra chose for this job, if any (app.results_dir decides). In a multirun the
     multirun's folder (hydra.sweep.dir: one for all its jobs, so the shards of a sweep land
-    together; a job that is not a shard gets its own subfolder). A shard writes into
-    <that>/shard-<i>-of-<N>/ (phasescan.shard)."""
+    together; a job that is not a shard gets its own subfolder); else hydra.run.dir when set on
+    the command line (the folder Hydra creates is the one written)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from . import shard
 
     hydra_cfg = HydraConfig.get()
-    sharded = shard.shard_options(cfg["sweep"])[1] > 1
     if hydra_cfg.mode == RunMode.MULTIRUN:
         # Several jobs may share one GPU (submitit_local, or tasks packed on a node): no job
         # may grab most of its memory up front. The user's own setting wins.
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    if cfg["out_dir"] is not None:
-        base = Path(cfg["out_dir"])
-    elif hydra_cfg.mode == RunMode.MULTIRUN:
-        base = Path(hydra_cfg.sweep.dir) if sharded else Path(hydra_cfg.runtime.output_dir)
-    elif sharded:
-        raise ConfigError("out_dir: required with sweep.num_shards > 1 outside a multirun (every "
-                          "shard of a sweep must write under the same folder)")
-    elif Path(hydra_cfg.run.dir) != Path("."):  # conf/config.yaml's default is "."
-        base = Path(hydra_cfg.run.dir)
-    else:
-        base = app.default_out_dir(cfg)
-    return shard.results_dir(base, cfg["sweep"])
+        sharded = shard.shard_options(cfg["sweep"])[1] > 1
+        return Path(hydra_cfg.sweep.dir) if sharded else Path(hydra_cfg.runtime.output_dir)
+    if Path(hydra_cfg.run.dir) != Path("."):  # conf/config.yaml's default is "."
+        return Path(hydra_cfg.run.dir)
+    return None
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")
@@ -65,7 +56,7 @@ def main(cfg: DictConfig) -> None:
     app.start_backend(cfg_dict)
     out_dir = None  # known once results_dir has run; Ctrl-C may come before
     try:
-        out_dir = results_dir(cfg_dict)
+        out_dir = app.results_dir(cfg_dict, hydra_dir(cfg_dict))
         frame, out_dir = app.execute(cfg_dict, out_dir, command=command_line(),
                                      overrides=list(HydraConfig.get().overrides.task),
                                      cfg_yaml=OmegaConf.to_yaml(cfg))
@@ -113,14 +104,12 @@ def resume_command(out_dir: Path | None) -> str:
 
 def draw_figures(out_dir: Path) -> None:
     try:
-        app.draw_figures(out_dir)
+        drawn = app.draw_figures(out_dir)
     except KeyboardInterrupt:
         log.error("interrupted while drawing the figures; the results are complete in %s. Draw "
                   "them with: python -m phasescan.plot %s", out_dir, out_dir)
         sys.exit(130)
-    except Exception as error:  # the results are on disk: say so, and how to draw again
-        log.error("drawing the figures failed (%s: %s); results are kept, retry with "
-                  "`python -m phasescan.plot %s`", type(error).__name__, error, out_dir)
+    if not drawn:
         sys.exit(1)
 
 

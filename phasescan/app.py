@@ -48,8 +48,23 @@ def start_backend(cfg: dict) -> None:
     enable_compile_cache(cfg.get("compile_cache"))
 
 
-def default_out_dir(cfg: dict) -> Path:
-    return Path(f"results/{cfg['sweep']['name']}/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+def results_dir(cfg: dict, hydra_dir: Path | None = None) -> Path:
+    """Where a sweep writes: out_dir; else the folder Hydra chose (hydra_dir: a multirun's, or
+    hydra.run.dir set on the command line); else results/<sweep>/<timestamp>/ -- which a shard
+    may not use (every shard of a sweep must write under the same folder). A shard writes into
+    <that>/shard-<i>-of-<N>/ (phasescan.shard)."""
+    from . import shard
+
+    if cfg["out_dir"] is not None:
+        base = Path(cfg["out_dir"])
+    elif hydra_dir is not None:
+        base = Path(hydra_dir)
+    elif shard.shard_options(cfg["sweep"])[1] > 1:
+        raise ConfigError("out_dir: required with sweep.num_shards > 1 outside a multirun (every "
+                          "shard of a sweep must write under the same folder)")
+    else:
+        base = Path(f"results/{cfg['sweep']['name']}/{time.strftime('%Y-%m-%d_%H-%M-%S')}")
+    return shard.results_dir(base, cfg["sweep"])
 
 
 def check_overrides(overrides: list[str], cfg: dict) -> None:
@@ -108,11 +123,18 @@ def execute(cfg: dict, out_dir: Path, *, command: str, overrides: list[str],
     return frame, out_dir
 
 
-def draw_figures(out_dir: Path) -> list[Path]:
-    """The sweep's figures; inspection figures only for runs whose weights were saved (no retraining)."""
+def draw_figures(out_dir: Path) -> bool:
+    """The sweep's figures; inspection figures only for runs whose weights were saved (no
+    retraining). A failure is logged with how to draw them again (the results are on disk):
+    returns whether they were drawn."""
     from . import plot
 
-    paths = plot.draw(out_dir, inspect="saved")
     with log_file(out_dir):
+        try:
+            paths = plot.draw(out_dir, inspect="saved")
+        except Exception as error:
+            log.error("drawing the figures failed (%s: %s); results are kept, retry with "
+                      "`python -m phasescan.plot %s`", type(error).__name__, error, out_dir)
+            return False
         log.info("figures (%d files) -> %s", len(paths), out_dir / plot.FIGURES)
-    return paths
+    return True

@@ -134,3 +134,15 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
     assert run(str(venv / "bin" / "phasescan"), "--help", cwd=tmp_path).stdout.startswith("phasescan:")
     run(str(venv / "bin" / "phasescan"), *TINY, "out_dir=out", cwd=tmp_path)
     assert len(pd.read_parquet(tmp_path / "out" / "runs.parquet")) == 4
+
+
+def test_a_figure_failure_keeps_the_results(tmp_path, monkeypatch):
+    from phasescan import plot
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no display")
+    monkeypatch.setattr(plot, "draw", broken)
+    frame = phasescan.run([*TINY, "plot=true"], out_dir=tmp_path / "out")
+    assert len(frame) == 4 and (tmp_path / "out" / "runs.parquet").is_file()
+    assert ("drawing the figures failed (RuntimeError: no display); results are kept, retry with "
+            f"`python -m phasescan.plot {tmp_path / 'out'}`") in (tmp_path / "out" / "phasescan.log").read_text()
