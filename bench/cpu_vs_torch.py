@@ -3,6 +3,8 @@
     python -m bench.cpu_vs_torch                 # 3 timed pairs after a warm-up pair
     python -m bench.cpu_vs_torch --runs 5 --phasescan-override sweep.vmap_group=1
     python -m bench.cpu_vs_torch --cpu-tuned      # phasescan with CPU_TUNED_XLA_FLAGS (below)
+    python -m bench.cpu_vs_torch torch [--p 23 --d-model 32 --steps 1000 --attn-rates 8 --seeds 2]
+                                                 # the PyTorch side alone (one process), its rows
 
 The issue's CPU case: p = 23, d_model = 32, 1,000 full-batch steps, attention rate
 linspace(0, 1, 8) x 2 seeds. Each side is a separate process, timed from its start to its exit
@@ -13,9 +15,9 @@ the results included), the two in turn (A B A B ...) so a drift of the machine's
              'sweep.axes.attn_rate=linspace(0,1,8)' sweep.seeds=2 train.steps=1000 plot=false
              out_dir=<fresh folder each run>  (the compile cache as configured: the warm-up run
              fills it, as any earlier run on the machine would; --cold-cache: a new empty one each run)
-  torch      python -m bench.torch_reference --p 23 --d-model 32 --steps 1000 --attn-rates 8
-             --seeds 2  (bench/torch_reference.py: one eager model after another, float64 loss,
-             a test evaluation every step)
+  torch      python -m bench.cpu_vs_torch torch --p 23 --d-model 32 --steps 1000 --attn-rates 8
+             --seeds 2  (the model and its training: bench/torch_reference.py, one eager model
+             after another, float64 loss, a test evaluation every step)
 
 Prints every run's wall and CPU seconds (this process's own accounting of the finished child:
 os.wait4), then min / median / max of each side and of the ratio torch / phasescan taken pair by
@@ -56,7 +58,7 @@ def phasescan_command(out_dir: Path, overrides: list[str]) -> list[str]:
 
 def torch_command(json_path: Path, extra: list[str]) -> list[str]:
     c = CASE
-    return [sys.executable, "-m", "bench.torch_reference", "--p", str(c["p"]), "--d-model",
+    return [sys.executable, "-m", "bench.cpu_vs_torch", "torch", "--p", str(c["p"]), "--d-model",
             str(c["d_model"]), "--steps", str(c["steps"]), "--attn-rates", str(c["attn_rates"]),
             "--seeds", str(c["seeds"]), "--quiet", "--json", str(json_path), *extra]
 
@@ -112,9 +114,60 @@ def compare_models(ps_dir: Path, torch_json: Path) -> None:
         print(f"  {rate:5.3f}  phasescan: {fmt(a)}\n         torch:     {fmt(b)}")
 
 
-def main(argv=None) -> dict:
+def torch_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.cpu_vs_torch torch",
+        description="The PyTorch authors' way alone, as one process: the models of attn_rate "
+                    "linspace(0, 1, N) x seeds one after another (bench/torch_reference.py), a row "
+                    "of final metrics each.")
+    parser.add_argument("--p", type=int, default=CASE["p"])
+    parser.add_argument("--d-model", type=int, default=CASE["d_model"])
+    parser.add_argument("--steps", type=int, default=CASE["steps"])
+    parser.add_argument("--attn-rates", type=int, default=CASE["attn_rates"], help="linspace(0, 1, N)")
+    parser.add_argument("--seeds", type=int, default=CASE["seeds"])
+    parser.add_argument("--eval-every", type=int, default=1, help="test evaluation every N steps (0: none)")
+    parser.add_argument("--last-only", action="store_true",
+                        help="last layer at the last position only (phasescan's FLOPs)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--json", type=Path, default=None, help="write the rows here")
+    parser.add_argument("--save-weights", type=Path, default=None, help="write <DIR>/<i>.npz per model")
+    parser.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def torch_main(argv=None) -> list[dict]:
+    """The torch sub-command: train and measure the PyTorch models, print and/or write their rows."""
+    parser = torch_parser()
+    args = parser.parse_args(argv)
+    if importlib.util.find_spec("torch") is None:
+        parser.exit(2, 'bench.cpu_vs_torch torch: needs torch: pip install -e ".[bench]"\n')
+    import torch
+
+    from bench import torch_reference as ref
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    rows = ref.train_population(args.p, args.d_model, args.steps, args.attn_rates, args.seeds,
+                                args.last_only, args.eval_every, args.device, args.save_weights)
+    if not args.quiet:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads: {len(rows)} models, "
+              f"p={args.p} d_model={args.d_model} steps={args.steps}, "
+              f"{time.perf_counter() - t0:.2f} s training and metrics")
+        print(f"{'attn_rate':>9}{'seed':>5}{'train_loss':>12}{'test_acc':>9}{'grad_sym':>9}"
+              f"{'dist_irr':>9}{'circ':>7}  algorithm (no circle steps)")
+        for r in rows:
+            print(f"{r['attn_rate']:>9.3f}{r['seed']:>5}{r['train_loss']:>12.3g}{r['test_acc']:>9.3f}"
+                  f"{r['grad_sym']:>9.3f}{r['dist_irr']:>9.3f}{r['circularity']:>7.3f}  {r['algorithm']}")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def compare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.cpu_vs_torch",
-                                     description=__doc__.split("\n\n")[0])
+                                     description=__doc__.split("\n\n")[0],
+                                     epilog="python -m bench.cpu_vs_torch torch --help: the PyTorch side alone")
     parser.add_argument("--runs", type=int, default=3, help="timed pairs (after one warm-up pair)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--cold-cache", action="store_true",
@@ -122,10 +175,20 @@ def main(argv=None) -> dict:
     parser.add_argument("--phasescan-override", action="append", default=[],
                         help="an extra phasescan override, e.g. sweep.vmap_group=1")
     parser.add_argument("--torch-arg", action="append", default=[],
-                        help="an extra bench.torch_reference argument, e.g. --torch-arg=--threads=1")
+                        help="an extra argument of the torch sub-command, e.g. --torch-arg=--threads=1")
     parser.add_argument("--cpu-tuned", action="store_true",
                         help=f"phasescan with XLA_FLAGS={CPU_TUNED_XLA_FLAGS} (added to any XLA_FLAGS set)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the outputs here")
+    return parser
+
+
+def main(argv=None):
+    """Both processes in turn (the comparison), or with the first argument `torch` the PyTorch
+    side alone (torch_main)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["torch"]:
+        return torch_main(argv[1:])
+    parser = compare_parser()
     args = parser.parse_args(argv)
 
     root = Path(__file__).resolve().parents[1]

@@ -40,9 +40,10 @@ import numpy as np
 import optax
 from hydra.errors import HydraException
 
-from phasescan import chunk, data, grid, metrics, precision, train
-from phasescan.loss import accurate_cross_entropy
-from phasescan.config import PRECISIONS, ConfigError, compose
+from phasescan.engine import chunk, data, metrics, precision, train
+from phasescan.engine.loss import accurate_cross_entropy
+from phasescan.spec import grid
+from phasescan.spec.config import PRECISIONS, ConfigError, compose
 
 
 def flops_per_step(spec: train.Spec) -> dict[str, float]:
@@ -67,6 +68,18 @@ def flops_per_step(spec: train.Spec) -> dict[str, float]:
     return {"forward_per_example": forward, "examples": examples, "step": 3 * forward * examples}
 
 
+def best_time(fn, *args, repeats: int = 5) -> float:
+    """Seconds of the fastest of `repeats` calls of fn(*args), each waited for, after a warm-up
+    call (which compiles). The one timer of bench/ for a jitted call (bench.profile uses it too)."""
+    jax.block_until_ready(fn(*args))
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def measure_peak(precision_name: str, n: int, repeats: int = 5) -> dict:
     """FLOP/s of an n x n @ n x n matmul in the precision's compute dtype and matmul setting."""
     dtype = precision.compute_dtype(precision_name)
@@ -74,12 +87,7 @@ def measure_peak(precision_name: str, n: int, repeats: int = 5) -> dict:
     a = jax.random.normal(ka, (n, n), dtype)
     b = jax.random.normal(kb, (n, n), dtype)
     matmul = jax.jit(precision.traced_under(precision_name, lambda x, y: x @ y))
-    matmul(a, b).block_until_ready()
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        matmul(a, b).block_until_ready()
-        best = min(best, time.perf_counter() - t0)
+    best = best_time(matmul, a, b, repeats=repeats)
     return {"n": n, "dtype": jnp.dtype(dtype).name, "seconds": best, "flops": 2 * n ** 3 / best}
 
 
@@ -266,8 +274,8 @@ def main(argv=None) -> dict:
                         help="extra phasescan config override, e.g. --override model.act=gelu")
     args = parser.parse_args(argv)
 
-    from phasescan import determinism
-    from phasescan.compile_cache import enable
+    from phasescan.engine import determinism
+    from phasescan.engine.compile_cache import enable
     determinism.enable(not args.nondeterministic)  # as phasescan's default deterministic=true
     enable(args.compile_cache)
     try:

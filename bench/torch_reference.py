@@ -1,7 +1,10 @@
 """The authors' way in PyTorch: one eager model after another, for timing phasescan against it.
 
-    python -m bench.torch_reference --p 23 --d-model 32 --steps 1000 --attn-rates 8 --seeds 2
-    python -m bench.torch_reference ... --json out.json --save-weights DIR   # rows; .npz weights
+A library module (bench.throughput's torch row, bench.cpu_vs_torch, tests/test_torch_reference.py);
+its command line, the PyTorch side alone as a process, is `python -m bench.cpu_vs_torch torch`:
+
+    python -m bench.cpu_vs_torch torch --p 23 --d-model 32 --steps 1000 --attn-rates 8 --seeds 2
+    python -m bench.cpu_vs_torch torch ... --json out.json --save-weights DIR   # rows; .npz weights
 
 Written from ../shared/reference/clock-pizza.md (not from the authors' code): the one-layer
 transformer of "The Clock and the Pizza" (token + learned positional embedding, 4 bias-free
@@ -20,7 +23,7 @@ authors trained it:
   * at the end the metrics needed to compare with phasescan: losses and accuracies, gradient
     symmetricity (the same 300 triples as phasescan's default), distance irrelevance (correct
     logit, and the largest wrong logit), circularity, the parameter norm, and the label of
-    phasescan's rule without its circle steps (phasescan.classify; for the full rule save the
+    phasescan's rule without its circle steps (phasescan.spec.classify; for the full rule save the
     weights and run `python -m phasescan.evaluate` on them).
 
 By default every layer computes both positions, as an ordinary PyTorch transformer (and the
@@ -33,8 +36,6 @@ streams differ): compare them as populations (losses, classes per attention rate
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -205,11 +206,12 @@ def final_metrics(model: Transformer, split, triples: np.ndarray) -> dict:
 
 
 def label(rows: list[dict]) -> list[str]:
-    """phasescan's rule (phasescan.classify, default thresholds) without its circle steps."""
+    """phasescan's rule (phasescan.spec.classify, default thresholds) without its circle steps."""
     import yaml
 
-    from phasescan import classify
-    thresholds = yaml.safe_load((Path(classify.__file__).parent / "conf/classify/default.yaml").read_text())
+    from phasescan.spec import classify
+    from phasescan.spec.config import CONF_DIR
+    thresholds = yaml.safe_load((CONF_DIR / "classify" / "default.yaml").read_text())
     columns = {k: np.array([r[k] for r in rows]) for k in ("grad_sym", "dist_irr", "test_acc",
                                                           "circularity", "diverged")}
     return list(classify.classify(columns, thresholds))
@@ -231,51 +233,22 @@ def runs_of(attn_rates: int, seeds: int, seed_start: int = 0) -> list[tuple[floa
             for s in range(seeds)]
 
 
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(prog="python -m bench.torch_reference",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--p", type=int, default=23)
-    parser.add_argument("--d-model", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--attn-rates", type=int, default=8, help="linspace(0, 1, N)")
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--eval-every", type=int, default=1, help="test evaluation every N steps (0: none)")
-    parser.add_argument("--last-only", action="store_true",
-                        help="last layer at the last position only (phasescan's FLOPs)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--json", type=Path, default=None, help="write the rows here")
-    parser.add_argument("--save-weights", type=Path, default=None, help="write <DIR>/<i>.npz per model")
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    triples = grad_sym_triples(args.p)
-    rows, t0 = [], time.perf_counter()
-    for i, (rate, seed) in enumerate(runs_of(args.attn_rates, args.seeds)):
+def train_population(p: int, d_model: int, steps: int, attn_rates: int, seeds: int,
+                     last_only: bool = False, eval_every: int = 1, device: str = "cpu",
+                     save_weights: Path | None = None) -> list[dict]:
+    """The models of runs_of(attn_rates, seeds), one after another: a row of final metrics each
+    (with its training seconds and the label of phasescan's rule without circle steps);
+    save_weights: <DIR>/<i>.npz per model in phasescan's interchange layout."""
+    triples = grad_sym_triples(p)
+    rows = []
+    for i, (rate, seed) in enumerate(runs_of(attn_rates, seeds)):
         t1 = time.perf_counter()
-        model, split, log = train_model(args.p, args.d_model, rate, seed, args.steps,
-                                        args.last_only, args.eval_every, device=args.device)
+        model, split, _ = train_model(p, d_model, rate, seed, steps, last_only, eval_every, device=device)
         rows.append({"attn_rate": rate, "seed": seed, **final_metrics(model, split, triples),
                      "seconds": time.perf_counter() - t1})
-        if args.save_weights:
-            args.save_weights.mkdir(parents=True, exist_ok=True)
-            np.savez(args.save_weights / f"{i:03d}.npz", **to_interchange(model, seed))
+        if save_weights:
+            save_weights.mkdir(parents=True, exist_ok=True)
+            np.savez(save_weights / f"{i:03d}.npz", **to_interchange(model, seed))
     for row, name in zip(rows, label(rows)):
         row["algorithm"] = name
-    if not args.quiet:
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads: {len(rows)} models, "
-              f"p={args.p} d_model={args.d_model} steps={args.steps}, "
-              f"{time.perf_counter() - t0:.2f} s training and metrics")
-        print(f"{'attn_rate':>9}{'seed':>5}{'train_loss':>12}{'test_acc':>9}{'grad_sym':>9}"
-              f"{'dist_irr':>9}{'circ':>7}  algorithm (no circle steps)")
-        for r in rows:
-            print(f"{r['attn_rate']:>9.3f}{r['seed']:>5}{r['train_loss']:>12.3g}{r['test_acc']:>9.3f}"
-                  f"{r['grad_sym']:>9.3f}{r['dist_irr']:>9.3f}{r['circularity']:>7.3f}  {r['algorithm']}")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
     return rows
-
-
-if __name__ == "__main__":
-    main()

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .config import ConfigError
-from .results import load
-from .version import __version__
+from .spec.config import ConfigError
+from .spec.version import __version__
+from .store.results import load
 
 __all__ = ["run", "figures", "load", "ConfigError", "__version__"]
 
@@ -34,8 +34,8 @@ def run(overrides: Sequence[str] | Mapping | None = None, *, out_dir: str | Path
     from omegaconf.errors import OmegaConfBaseException
 
     from . import app
-    from .config import compose
     from .overrides import check
+    from .spec.config import compose
 
     if isinstance(overrides, Mapping):
         args = [] if out_dir is None else [f"out_dir={out_dir}"]
@@ -69,6 +69,6 @@ def run(overrides: Sequence[str] | Mapping | None = None, *, out_dir: str | Path
 def figures(source, x: str = "attn_rate", y: str = "d_model") -> dict:
     """The sweep's summary figures as matplotlib Figures, {name: Figure}, drawn in memory (no
     files written). source: a results folder or a runs table (phasescan.run / phasescan.load)."""
-    from . import plot
+    from .plots.draw import summary_figures
 
-    return plot.summary_figures(source, x, y)
+    return summary_figures(source, x, y)

@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from . import app
-from .config import ConfigError
+from .spec.config import ConfigError
 
 log = logging.getLogger("phasescan")
 
@@ -33,7 +33,7 @@ def hydra_dir(cfg: dict) -> Path | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from . import shard
+    from .spec import shard
 
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -76,7 +76,7 @@ def main(cfg: DictConfig) -> None:
               f"finished chunks are kept in {out_dir}. Free space or choose another out_dir, "
               f"then resume with: {resume_command(out_dir)}", file=sys.stderr)
         sys.exit(1)
-    from . import table
+    from .analysis import table
     print(table.format_table(frame))
     if cfg.plot and cfg.sweep.num_shards > 1:
         log.info("figures: drawn for the whole sweep by `python -m phasescan.merge` once every "
@@ -141,7 +141,7 @@ def cli() -> None:
 def version_line() -> str:
     from importlib.metadata import version
 
-    from .version import __version__
+    from .spec.version import __version__
     return f"phasescan {__version__} (hydra-core {version('hydra-core')}, jax {version('jax')})"
 
 

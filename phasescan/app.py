@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import table
-from .config import ConfigError
-from .version import __version__
+from .analysis import table
+from .spec.config import ConfigError
+from .spec.version import __version__
 
 log = logging.getLogger("phasescan")
 INVOCATIONS = "invocations.yaml"
@@ -41,8 +41,8 @@ def setup_logging(exclusive: bool = True) -> None:
 
 def start_backend(cfg: dict) -> None:
     """Determinism and the persistent compile cache: before JAX starts its backend."""
-    from .compile_cache import enable as enable_compile_cache
-    from .determinism import enable as enable_determinism
+    from .engine.compile_cache import enable as enable_compile_cache
+    from .engine.determinism import enable as enable_determinism
 
     enable_determinism(cfg.get("deterministic", True) is True)
     enable_compile_cache(cfg.get("compile_cache"))
@@ -53,7 +53,7 @@ def results_dir(cfg: dict, hydra_dir: Path | None = None) -> Path:
     hydra.run.dir set on the command line); else results/<sweep>/<timestamp>/ -- which a shard
     may not use (every shard of a sweep must write under the same folder). A shard writes into
     <that>/shard-<i>-of-<N>/ (phasescan.shard)."""
-    from . import shard
+    from .spec import shard
 
     if cfg["out_dir"] is not None:
         base = Path(cfg["out_dir"])
@@ -110,7 +110,7 @@ def execute(cfg: dict, out_dir: Path, *, command: str, overrides: list[str],
             cfg_yaml: str | None = None) -> tuple[pd.DataFrame, Path]:
     """Validate, train, measure and record the sweep; return (runs table, the folder used).
     Raises ConfigError for a bad configuration (nothing trained or written then)."""
-    from .sweep import choose_out_dir, make_plan, run_sweep
+    from .runner.sweep import choose_out_dir, make_plan, run_sweep
 
     check_overrides(overrides, cfg)
     plan = make_plan(cfg)  # the one validation: everything below reads the plan
@@ -127,14 +127,14 @@ def draw_figures(out_dir: Path) -> bool:
     """The sweep's figures; inspection figures only for runs whose weights were saved (no
     retraining). A failure is logged with how to draw them again (the results are on disk):
     returns whether they were drawn."""
-    from . import plot
+    from .plots import draw
 
     with log_file(out_dir):
         try:
-            paths = plot.draw(out_dir, inspect="saved")
+            paths = draw.draw(out_dir, inspect="saved")
         except Exception as error:
             log.error("drawing the figures failed (%s: %s); results are kept, retry with "
                       "`python -m phasescan.plot %s`", type(error).__name__, error, out_dir)
             return False
-        log.info("figures (%d files) -> %s", len(paths), out_dir / plot.FIGURES)
+        log.info("figures (%d files) -> %s", len(paths), out_dir / draw.FIGURES)
     return True

@@ -13,8 +13,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
 from hydra.errors import HydraException
 
-from .config import CONF_DIR, ConfigError, compose
-from .grid import RANGE  # Hydra would read linspace(0,1,3) as a call of its own
+from .spec.config import CONF_DIR, ConfigError, compose
+from .spec.grid import RANGE  # Hydra would read linspace(0,1,3) as a call of its own
+
 
 def quote_ranges(args: list[str]) -> list[str]:
     """`sweep.axes.x=linspace(0,1,3)` -> `sweep.axes.x='linspace(0,1,3)'`: a string for grid."""
@@ -103,7 +104,9 @@ def check(args: list[str]) -> tuple[list[str], list[str]]:
     """(args for Hydra, problems). When a key or group option is unknown, the rest of the command
     line is composed and validated here too, so that every problem is reported at once. Hydra's
     flags pass through untouched."""
-    from .sweep import validated_runs  # imports jax: only when there is something to report
+    from .runner.sweep import (
+        validated_runs,  # imports jax: only when there is something to report
+    )
 
     if {"-sc", "--shell-completion"} & set(args):  # `-sc install=bash`: Hydra's, not overrides
         return args, []
@@ -158,8 +161,8 @@ def no_effect(args: list[str], cfg: dict) -> tuple[list[str], list[str]]:
     - a config-group option (model=linear_b) whose fields the sweep config sets again (its
       width 256 -> the demo's 64): a warning, the sweep's values are used.
     """
-    from .config import FIELDS, UNUSED_FIELDS
-    from .grid import variants_of
+    from .spec.config import FIELDS, UNUSED_FIELDS
+    from .spec.grid import variants_of
 
     problems, warnings = [], []
     written = parsed(args)

@@ -9,12 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import ROOT, TINY, run_cli
 
 import phasescan
-from phasescan.config import compose
 from phasescan.overrides import no_effect
-
-from conftest import ROOT, TINY, run_cli
+from phasescan.spec.config import compose
 
 
 def test_hydra_flags_pass_through():
@@ -22,7 +21,7 @@ def test_hydra_flags_pass_through():
     assert "hydra_bash_completion" in completion.stdout
     helped = run_cli("--help")
     assert helped.stdout.startswith("phasescan: map the algorithmic phase space")
-    assert "powered by Hydra" not in helped.stdout and "sweep: demo, fixed_width" in helped.stdout
+    assert "powered by Hydra" not in helped.stdout and "demo, fixed_width" in helped.stdout
     assert run_cli("--version").stdout.startswith(f"phasescan {phasescan.__version__} ")
     shown = run_cli("--cfg", "job", "-cn", "config", "task.p=13")  # flag values are not overrides
     assert yaml.safe_load(shown.stdout)["task"]["p"] == 13
@@ -137,11 +136,11 @@ def test_wheel_installs_and_runs_outside_the_repository(tmp_path):
 
 
 def test_a_figure_failure_keeps_the_results(tmp_path, monkeypatch):
-    from phasescan import plot
+    from phasescan.plots import draw
 
     def broken(*args, **kwargs):
         raise RuntimeError("no display")
-    monkeypatch.setattr(plot, "draw", broken)
+    monkeypatch.setattr(draw, "draw", broken)
     frame = phasescan.run([*TINY, "plot=true"], out_dir=tmp_path / "out")
     assert len(frame) == 4 and (tmp_path / "out" / "runs.parquet").is_file()
     assert ("drawing the figures failed (RuntimeError: no display); results are kept, retry with "

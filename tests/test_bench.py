@@ -1,14 +1,23 @@
-"""The benchmark tools and train.precision: behaviour only (no timed assertions)."""
+"""The benchmark tools and train.precision: behaviour only (no timed assertions).
+
+bench/'s entry points (docs/benchmarks.md, "Entry points"): bench.throughput, bench.cpu_vs_torch
+(and its `torch` sub-command), bench/gpu_session.sh and bench.profile's sub-commands. Each is
+checked here at its argument parsing, and where that is cheap at its smallest run."""
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+
 import jax
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT, TINY, compose, run_cli
 
-from phasescan import grid, train
-from phasescan.config import ConfigError
-
-from bench import throughput
-from conftest import TINY, compose, run_cli
+from bench import cpu_vs_torch, profile, throughput
+from phasescan.engine import train
+from phasescan.spec import grid
+from phasescan.spec.config import ConfigError
 
 
 def xla_flops(compiled) -> float:
@@ -59,3 +68,148 @@ def test_precisions_train_the_same_models_and_fill_the_compile_cache(tmp_path):
         if jax.default_backend() == "cpu":  # no TF32 on a CPU: the default matmul is float32
             assert by["tf32", attn] == by["float32", attn]
     assert any(cache.iterdir()), "the persistent compilation cache wrote nothing"
+
+
+def test_throughput_refuses_a_bad_override_with_a_short_error(capsys):
+    with pytest.raises(SystemExit) as stop:
+        throughput.main(["--override", "model.act=nope", "--skip-torch"])
+    assert stop.value.code == 2 and capsys.readouterr().err.startswith("bench.throughput: ")
+
+
+# bench.profile: one command, a sub-command per question
+
+
+def test_profile_lists_its_sub_commands_and_refuses_an_unknown_one(capsys):
+    with pytest.raises(SystemExit) as stop:
+        profile.main(["--help"])
+    assert stop.value.code == 0
+    listing = capsys.readouterr().out
+    assert all(f"bench.profile {name}" in listing for name in profile.COMMANDS)
+    for argv, message in (([], "usage: python -m bench.profile"), (["profile_step"], "unknown sub-command")):
+        with pytest.raises(SystemExit) as stop:
+            profile.main(argv)
+        assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["process", "task.p=23", "sweep.axes.d_model=[32]", "--not-a-flag-of-ours"],
+     {"overrides": ["task.p=23", "sweep.axes.d_model=[32]", "--not-a-flag-of-ours"]}),
+    (["step"], {"p": 59, "d_model": 128, "n_layers": 1, "precision": "float32", "models": 16, "steps": 50}),
+    (["step", "--p", "11", "--precision", "bfloat16", "--models", "2"], {"p": 11, "precision": "bfloat16"}),
+    (["batched-dot", "--models", "3"], {"p": 59, "d_model": 128, "models": 3}),
+    (["segments", "sweep=demo", "--repeats", "1", "train.steps=10"],
+     {"overrides": ["sweep=demo", "train.steps=10"], "repeats": 1, "segments": "0,500,100"}),
+    (["logging", "sweep=demo", "--time"], {"overrides": ["sweep=demo"], "time": True}),
+    (["compile-cache"], {"overrides": []}),
+    (["precision", "results/precision"], {"results_dir": "results/precision"}),
+])
+def test_profile_sub_commands_parse_their_arguments(argv, expected):
+    name, args = profile.parse(argv)
+    assert name == argv[0]
+    assert {k: getattr(args, k) for k in expected} == expected
+
+
+@pytest.mark.parametrize("argv", [["step", "--precision", "fp16"], ["precision"], ["batched-dot", "x=1"]])
+def test_profile_refuses_bad_arguments(argv):
+    with pytest.raises(SystemExit) as stop:
+        profile.parse(argv)
+    assert stop.value.code == 2
+
+
+def test_profile_batched_dot_smallest_run(capsys):
+    out = profile.main(["batched-dot", "--p", "5", "--d-model", "8", "--models", "2"])
+    assert set(out) == {"forward", "weight gradient"}
+    assert all(t > 0 for pair in out.values() for t in pair)
+    assert "N=25 d=8 models=2" in capsys.readouterr().out
+
+
+def test_profile_segments_trains_each_segment_length_alternating(monkeypatch, capsys):
+    """The plumbing of `segments` and the shared alternating_best, with the chunk faked."""
+    from phasescan.engine import chunk
+    calls = []
+    monkeypatch.setattr(chunk, "compile_chunk", lambda spec, n, metric_opts, segment: f"seg{segment}")
+    monkeypatch.setattr(chunk, "run_chunk", lambda program, runs, n: calls.append((program, len(runs))))
+    tiny = [o for o in TINY if not o.startswith("train.steps=")]
+    best = profile.main(["segments", "--repeats", "2", "--segments", "0,10", *tiny, "train.steps=20"])
+    n_runs = 4  # TINY: 2 attention rates x 2 seeds, one bucket
+    assert calls == [("seg20", n_runs), ("seg10", n_runs)] * 2
+    assert set(best) == {20, 10} and all(len(t) == 2 for t in best.values())
+    assert "segment     10 steps (  2 calls)" in capsys.readouterr().out
+
+
+def test_profile_compile_cache_runs_three_processes(monkeypatch, tmp_path, capsys):
+    """No cache, a cold cache, the same cache warm: each a phasescan process of its own (faked)."""
+    seen = []
+
+    def fake_timed(command, cwd, env=None):
+        seen.append(command)
+        options = dict(a.split("=", 1) for a in command if "=" in a)
+        out_dir = Path(options["out_dir"])
+        out_dir.mkdir(parents=True)
+        (out_dir / "manifest.json").write_text(json.dumps({"compile_s": {"a": 1.0, "b": 0.5}}))
+        if options["compile_cache"] != "null":
+            Path(options["compile_cache"]).mkdir(exist_ok=True)
+            (Path(options["compile_cache"]) / f"entry-{len(seen)}").touch()
+        return {"wall": 0.0, "cpu": 0.0}
+    monkeypatch.setattr(cpu_vs_torch, "timed", fake_timed)
+    times = profile.main(["compile-cache", "sweep=demo", "train.steps=5"])
+    assert times == {"no cache": 1.5, "cold cache": 1.5, "warm cache": 1.5}
+    assert [c[1:5] for c in seen] == [["-m", "phasescan", "sweep=demo", "train.steps=5"]] * 3
+    assert seen[0][5] == "compile_cache=null" and seen[1][5] == seen[2][5] != "compile_cache=null"
+    assert "cache entries written: 2" in capsys.readouterr().out
+
+
+def test_profile_precision_pairs_each_precision_with_float32(tmp_path, capsys):
+    rows = [{"precision": prec, "attn_rate": rate, "seed": seed, "algorithm": "pizza" if rate == 0 else "clock",
+             "grad_sym": 0.9 - 0.5 * rate + (0.01 * seed if prec == "bfloat16" else 0.0),
+             "dist_irr": 0.5 + 0.3 * rate, "test_acc": 1.0}
+            for prec in ("float32", "tf32", "bfloat16") for rate in (0.0, 1.0) for seed in (0, 1)]
+    pd.DataFrame(rows).to_parquet(tmp_path / "runs.parquet")
+    tables = profile.main(["precision", str(tmp_path / "runs.parquet")])
+    paired = tables["paired_abs_diff_vs_float32"]
+    assert paired.loc[("tf32", 1.0), ("grad_sym", "max")] == 0.0
+    assert paired.loc[("bfloat16", 0.0), ("grad_sym", "max")] == pytest.approx(0.01)
+    assert tables["labels"].loc[("float32", 0.0), "pizza"] == 2
+    assert "paired_abs_diff_vs_float32" in capsys.readouterr().out
+
+
+# bench.cpu_vs_torch: whole processes, and its `torch` sub-command (the PyTorch side alone)
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def test_cpu_vs_torch_parses_both_sides():
+    args = cpu_vs_torch.compare_parser().parse_args(["--runs", "5", "--cpu-tuned", "--torch-arg=--threads=1"])
+    assert (args.runs, args.cpu_tuned, args.torch_arg) == (5, True, ["--threads=1"])
+    args = cpu_vs_torch.torch_parser().parse_args(["--p", "59", "--device", "cuda"])
+    assert (args.p, args.d_model, args.steps, args.device) == (59, 32, 1000, "cuda")
+    # the child process it times is its own torch sub-command, with the case's arguments
+    command = cpu_vs_torch.torch_command(Path("x.json"), ["--threads=1"])
+    assert command[1:4] == ["-m", "bench.cpu_vs_torch", "torch"] and command[-1] == "--threads=1"
+    assert cpu_vs_torch.torch_parser().parse_args(command[4:]).attn_rates == 8
+
+
+@pytest.mark.skipif(HAS_TORCH, reason="torch is installed")
+@pytest.mark.parametrize("argv", [["--runs", "1"], ["torch", "--steps", "1"]])
+def test_cpu_vs_torch_without_torch_is_a_short_error(argv, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cpu_vs_torch.main(argv)
+    assert stop.value.code == 2 and 'pip install -e ".[bench]"' in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="needs torch")
+def test_cpu_vs_torch_torch_side_smallest_run(tmp_path):
+    rows = cpu_vs_torch.main(["torch", "--p", "5", "--d-model", "8", "--steps", "3", "--attn-rates", "2",
+                              "--seeds", "1", "--quiet", "--json", str(tmp_path / "rows.json")])
+    assert [r["attn_rate"] for r in rows] == [0.0, 1.0]
+    assert json.loads((tmp_path / "rows.json").read_text())[0]["algorithm"] == rows[0]["algorithm"]
+
+
+# bench/gpu_session.sh
+
+
+def test_gpu_session_script_parses_and_names_its_stages():
+    script = ROOT / "bench" / "gpu_session.sh"
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    proc = subprocess.run(["bash", str(script)], check=False, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0 and "calibrate | precision | paper | width | throughput" in proc.stderr

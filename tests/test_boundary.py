@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from phasescan import boundary
+from phasescan.analysis import boundary
 
 
 def synthetic(true_boundary: dict, seeds: int = 12, seed: int = 0) -> pd.DataFrame:

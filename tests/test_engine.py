@@ -3,14 +3,14 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
-
-from phasescan import grid, load
-from phasescan.config import ConfigError
-from phasescan.results import ID_COLUMNS, FIELD_COLUMNS, METRIC_COLUMNS
-from phasescan.chunk import compile_chunk, run_chunk
-from phasescan.train import Spec
-
 from conftest import TINY, compose, run_cli
+
+from phasescan import load
+from phasescan.engine.chunk import compile_chunk, run_chunk
+from phasescan.engine.train import Spec
+from phasescan.spec import grid
+from phasescan.spec.config import ConfigError
+from phasescan.store.results import FIELD_COLUMNS, ID_COLUMNS, METRIC_COLUMNS
 
 
 def test_vmapped_chunk_equals_models_trained_alone(tiny_cfg):
@@ -109,7 +109,7 @@ def test_science_attention_rate_zero_is_more_symmetric(tmp_path):
 
 @pytest.mark.parametrize("p, train_frac, n_train", [(59, 0.8, 2784), (11, 0.5, 60), (2, 0.5, 2), (11, 1.0, 121)])
 def test_split_is_a_partition_with_the_reference_sizes(p, train_frac, n_train):
-    from phasescan import data
+    from phasescan.engine import data
     train_idx, test_idx = data.split(jax.random.key(3), p * p, train_frac)
     assert len(train_idx) == n_train and len(test_idx) == p * p - n_train
     np.testing.assert_array_equal(np.sort(np.concatenate([train_idx, test_idx])), np.arange(p * p))

@@ -7,13 +7,13 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-
-from phasescan import grid, results, weights
-from phasescan.chunk import compile_chunk, run_chunk
-from phasescan.sweep import run_sweep
-from phasescan.train import Spec
-
 from conftest import ROOT, TINY, compose, run_cli
+
+from phasescan.engine.chunk import compile_chunk, run_chunk
+from phasescan.engine.train import Spec
+from phasescan.runner.sweep import run_sweep
+from phasescan.spec import grid
+from phasescan.store import results, weights
 
 
 def test_non_finite_values_and_repeated_axis_values_are_refused():

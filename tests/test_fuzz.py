@@ -6,11 +6,13 @@ import os
 
 import numpy as np
 from hydra.errors import HydraException
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from phasescan import overrides, weights
-from phasescan.config import ConfigError, compose
-from phasescan.sweep import make_plan
+from phasescan import overrides
+from phasescan.runner.sweep import make_plan
+from phasescan.spec.config import ConfigError, compose
+from phasescan.store import weights
 
 KEYS = ["task.p", "task.train_frac", "task.split_seed", "task.op", "task.input_format",
         "model.d_model", "model.n_layers", "model.n_heads", "model.act", "model.attn_rate",

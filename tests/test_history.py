@@ -1,12 +1,12 @@
 """Time-resolved phases: metrics every train.log_every steps, history.parquet."""
 import numpy as np
 import pandas as pd
-
-from phasescan import grid, history
-from phasescan.chunk import compile_chunk, run_chunk, split_history
-from phasescan.train import Spec
-
 from conftest import TINY, run_cli
+
+from phasescan.engine.chunk import compile_chunk, run_chunk, split_history
+from phasescan.engine.train import Spec
+from phasescan.spec import grid
+from phasescan.store import history
 
 SCALARS = ("train_loss", "test_loss", "train_acc", "test_acc", "grad_sym", "dist_irr",
            "circularity", "clock_fve", "pizza_fve", "param_norm")

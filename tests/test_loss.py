@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from phasescan.loss import accurate_cross_entropy, float32_cross_entropy
+from phasescan.engine.loss import accurate_cross_entropy, float32_cross_entropy
 
 
 def float64_reference(logits: np.ndarray, labels: np.ndarray):

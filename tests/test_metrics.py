@@ -8,12 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-
-from phasescan import metrics, weights
-from phasescan import classify as classify_module
-from phasescan.classify import classify
-
 from conftest import ROOT, TINY, run_cli
+
+from phasescan.engine import metrics
+from phasescan.spec import classify as classify_module
+from phasescan.spec.classify import classify
+from phasescan.store import weights
 
 P = 13
 
@@ -104,7 +104,7 @@ def test_circle_embedding_has_circularity_one_and_its_frequency(k):
     assert float(metrics.circularity(rows)) == pytest.approx(1.0, abs=1e-4)
     shares = metrics.frequency_shares(rows)
     mask = metrics.key_frequency_mask(shares, 0.1)
-    from phasescan.results import key_freq_list
+    from phasescan.store.results import key_freq_list
     assert key_freq_list(np.asarray(shares), np.asarray(mask)) == [k]
 
 

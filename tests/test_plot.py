@@ -1,12 +1,14 @@
 """Figures and the text phase table: drawn from a real tiny sweep and from synthetic tables."""
 import numpy as np
 import pandas as pd
+from conftest import TINY, compose, run_cli
 from matplotlib.image import imread
 from matplotlib.patches import Rectangle
 
-from phasescan import boundary, plot, results, table
-
-from conftest import TINY, compose, run_cli
+from phasescan import plot
+from phasescan.analysis import boundary, table
+from phasescan.plots import diagrams, draw, inspection, style
+from phasescan.store import results
 
 
 def not_blank(path) -> bool:
@@ -39,8 +41,8 @@ def write_table(folder, frame):
 
 def test_boundary_of_a_synthetic_table_is_recovered_and_drawn(tmp_path):
     truth = {32: 0.3, 128: 0.55, 512: 0.8}
-    paths = plot.draw(write_table(tmp_path, synthetic(truth)), inspect="none")
-    bounds = pd.read_csv(tmp_path / "figures" / plot.BOUNDARY_CSV).set_index("d_model")
+    paths = draw.draw(write_table(tmp_path, synthetic(truth)), inspect="none")
+    bounds = pd.read_csv(tmp_path / "figures" / draw.BOUNDARY_CSV).set_index("d_model")
     for width, b in truth.items():
         assert bounds.loc[width, "status"] == "crossing"
         assert abs(bounds.loc[width, "boundary"] - b) < 0.07, (width, bounds.loc[width])
@@ -51,12 +53,12 @@ def test_boundary_of_a_synthetic_table_is_recovered_and_drawn(tmp_path):
 
 
 def test_one_width_gives_a_1d_diagram_and_other_formats(tmp_path):
-    paths = plot.draw(write_table(tmp_path, synthetic({64: 0.5})), formats=("png", "svg", "pdf"),
+    paths = draw.draw(write_table(tmp_path, synthetic({64: 0.5})), formats=("png", "svg", "pdf"),
                       inspect="none", circular_only=True)
     assert {p.suffix for p in paths} == {".csv", ".png", ".svg", ".pdf"}
     assert all(p.stat().st_size > 1000 for p in paths if p.suffix != ".csv")
     assert all(not_blank(p) for p in paths if p.suffix == ".png")
-    assert len(pd.read_csv(tmp_path / "figures" / plot.BOUNDARY_CSV)) == 1
+    assert len(pd.read_csv(tmp_path / "figures" / draw.BOUNDARY_CSV)) == 1
 
 
 def test_text_table_cells_and_legend():
@@ -89,7 +91,7 @@ def test_every_figure_from_a_tiny_sweep(tmp_path):
     for name in ("phase_diagram.png", "metric_heatmaps.png", "paper_scatter.png",
                  "metric_distributions.png"):
         assert not_blank(figures / name), name
-    assert (figures / plot.BOUNDARY_CSV).is_file()
+    assert (figures / draw.BOUNDARY_CSV).is_file()
     frame = results.load(out)
     run_id = frame.loc[frame["seed"] == 0, "run_id"].iloc[0]  # seed 0: weights saved
     assert plot.main([str(out), "--runs", run_id, "--formats", "png"]) == 0
@@ -101,15 +103,16 @@ def test_inspection_picks_the_most_clock_and_pizza_like_runs(tmp_path):
     frame.loc[3, ["grad_sym", "dist_irr"]] = [1.0, 0.0]  # the most Pizza-like
     frame.loc[20, ["grad_sym", "dist_irr"]] = [0.0, 1.0]  # the most Clock-like
     frame.loc[21, ["grad_sym", "dist_irr", "algorithm"]] = [0.0, 1.0, "unlearned"]  # not a model
-    assert plot.pick_runs(frame, saved_only=False, out_dir=tmp_path) == ["r20", "r3"]
-    assert plot.pick_runs(frame, saved_only=True, out_dir=tmp_path) == []  # no weights here
+    assert inspection.pick_runs(frame, saved_only=False, out_dir=tmp_path) == ["r20", "r3"]
+    assert inspection.pick_runs(frame, saved_only=True, out_dir=tmp_path) == []  # no weights here
 
 
 def test_models_whose_weights_were_not_kept_are_trained_again_identically(tmp_path, capsys):
     """Inspection needs weights; a run whose weights the sweep did not keep is trained again
     (its bucket's missing runs together, with a progress line) and comes out as the kept ones."""
-    from phasescan import grid, retrain
-    from phasescan.sweep import run_sweep
+    from phasescan.runner import retrain
+    from phasescan.runner.sweep import run_sweep
+    from phasescan.spec import grid
 
     out = tmp_path / "sweep"
     cfg = compose(*TINY, "save_weights=all")
@@ -134,7 +137,7 @@ def test_1d_diagram_axis_holds_the_bars_and_no_more():
     for rates in ([0.0, 0.5, 1.0], list(np.round(np.linspace(0, 1, 11), 2))):
         frame = synthetic({64: 0.5}, seeds=8)
         frame = frame[frame["attn_rate"].isin(rates)]
-        fig = plot.phase_diagram(frame, "attn_rate", "d_model", [], boundary.estimate(frame))
+        fig = diagrams.phase_diagram(frame, "attn_rate", "d_model", [], boundary.estimate(frame))
         ax = fig.axes[0]
         lo, hi = ax.get_xlim()
         bars = [b for b in ax.patches if isinstance(b, Rectangle) and b.get_width() > 0]
@@ -155,18 +158,18 @@ def test_legend_says_n_too_small_instead_of_an_interval():
     for seeds, width in ((2, {64: 0.5}), (2, {32: 0.4, 64: 0.6})):
         frame = synthetic(width, seeds=seeds)
         assert (boundary.estimate(frame)["status"] == "crossing").any()
-        texts = legend_texts(plot.phase_diagram(frame, "attn_rate", "d_model", [], boundary.estimate(frame)))
+        texts = legend_texts(diagrams.phase_diagram(frame, "attn_rate", "d_model", [], boundary.estimate(frame)))
         assert any("n too small" in t and "2 runs per cell" in t for t in texts), texts
         assert "95% CI" not in texts and not any("bars: 95% CI" in t for t in texts)
     frame = synthetic({64: 0.5}, seeds=8)  # enough runs: the interval is drawn and named
-    texts = legend_texts(plot.phase_diagram(frame, "attn_rate", "d_model", [], boundary.estimate(frame)))
+    texts = legend_texts(diagrams.phase_diagram(frame, "attn_rate", "d_model", [], boundary.estimate(frame)))
     assert "95% CI" in texts and not any("n too small" in t for t in texts)
 
 
 def test_heatmap_cells_without_a_learned_run_are_masked():
     frame = synthetic({32: 0.3, 128: 0.8}, seeds=2)
     frame.loc[(frame["d_model"] == 32) & (frame["attn_rate"] == 1.0), "algorithm"] = "unlearned"
-    fig = plot.metric_heatmaps(frame, "attn_rate", "d_model", [])
+    fig = diagrams.metric_heatmaps(frame, "attn_rate", "d_model", [])
     for ax in fig.axes[:2]:  # the two heat maps (then their colour bars)
         positions = {(round(t.get_position()[0]), round(t.get_position()[1])) for t in ax.texts}
         assert len(ax.texts) == 21 and (10, 0) not in positions and (10, 1) in positions
@@ -175,7 +178,7 @@ def test_heatmap_cells_without_a_learned_run_are_masked():
     assert "no learned run" in fig.texts[0].get_text()  # the suptitle says what hatching means
     # 1-D: a gap in the medians, hatched
     one = frame[frame["d_model"] == 32]
-    ax = plot.metric_heatmaps(one, "attn_rate", "d_model", []).axes[0]
+    ax = diagrams.metric_heatmaps(one, "attn_rate", "d_model", []).axes[0]
     assert np.isnan(ax.lines[0].get_ydata()[-1]) and np.isfinite(ax.lines[0].get_ydata()[0])
     assert any(p.get_hatch() for p in ax.patches)
 
@@ -183,6 +186,6 @@ def test_heatmap_cells_without_a_learned_run_are_masked():
 def test_pooled_axes_are_named_with_their_values_in_titles():
     frame = synthetic({32: 0.3, 128: 0.8}, seeds=2)
     frame.loc[frame.index % 2 == 0, "lr"] = 3e-3
-    assert plot.pooled_note(["lr"], frame) == "; pooled over lr = 0.001, 0.003"
+    assert diagrams.pooled_note(["lr"], frame) == "; pooled over lr = 0.001, 0.003"
     many = pd.DataFrame({"attn_rate": np.linspace(0, 1, 21)})
-    assert plot.pooled_values(many, ["attn_rate"]) == "attn_rate = 0, 0.05, 0.1, 0.15, ..., 1 (21 values)"
+    assert style.pooled_values(many, ["attn_rate"]) == "attn_rate = 0, 0.05, 0.1, 0.15, ..., 1 (21 values)"

@@ -2,11 +2,11 @@
 import numpy as np
 import pandas as pd
 import pytest
-
-from phasescan import grid, refine
-from phasescan.config import ConfigError
-
 from conftest import TINY, compose, run_cli
+
+from phasescan.analysis import refine
+from phasescan.spec import grid
+from phasescan.spec.config import ConfigError
 
 TRUTH = {16: 0.37, 32: 0.81}  # the synthetic boundary per width
 

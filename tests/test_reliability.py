@@ -1,6 +1,6 @@
 """Sweeps that survive: kill and resume, no half-written files, no mixing of out_dirs, diverging
 models contained, out-of-memory chunks split, the same table whatever the chunking, and every
-bad input reported at once before anything is written (README "Reliability")."""
+bad input reported at once before anything is written (docs/reliability.md)."""
 import json
 import os
 import signal
@@ -12,13 +12,15 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
-
-from phasescan import grid, load, overrides, results, sweep
-from phasescan.classify import classify
-from phasescan.config import ConfigError, compose
-from phasescan.train import Spec
-
 from conftest import ROOT, TINY, run_cli
+
+from phasescan import load, overrides
+from phasescan.engine.train import Spec
+from phasescan.runner import sweep
+from phasescan.spec import grid
+from phasescan.spec.classify import classify
+from phasescan.spec.config import ConfigError, compose
+from phasescan.store import results
 
 # Two buckets (steps is shape-changing) of 4 models: enough for chunks, resumes and bucket order.
 BASE = ["task.p=11", "model.d_model=16", "sweep.seeds=2", "sweep.axes.attn_rate=[0.0,1.0]",
@@ -359,8 +361,8 @@ def test_write_atomic_leaves_nothing_when_writing_fails(tmp_path):
 
 
 def test_deterministic_flag_is_added_once_and_checked(monkeypatch):
-    from phasescan import determinism
-    from phasescan.config import check_options, compose
+    from phasescan.engine import determinism
+    from phasescan.spec.config import check_options, compose
 
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
     determinism.enable(True)

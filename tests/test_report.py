@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from phasescan import report
+from phasescan.reports import markdown
 
 
 def synthetic_runs(tmp_path, switch=0.55):
@@ -31,7 +32,7 @@ def synthetic_runs(tmp_path, switch=0.55):
 
 def test_summary_bins_and_shares(tmp_path):
     runs = pd.read_parquet(synthetic_runs(tmp_path) / "runs.parquet")
-    table = report.summary(runs, "attn_rate", min_circularity=0.6)
+    table = markdown.summary(runs, "attn_rate", min_circularity=0.6)
     assert len(table) == 11 and set(table["runs"]) == {8}
     first, last = table.iloc[0], table.iloc[-1]
     assert first["pizza"] == "1.00" and first["clock"] == "0.00" and last["clock"] == "1.00"
@@ -44,7 +45,7 @@ def test_summary_bins_and_shares(tmp_path):
 
 def test_transition_is_between_the_last_pizza_and_first_clock_rate(tmp_path):
     runs = pd.read_parquet(synthetic_runs(tmp_path, switch=0.55) / "runs.parquet")
-    found = report.transitions(runs, "attn_rate", None, 0.9, n_boot=50).set_index("share")
+    found = markdown.transitions(runs, "attn_rate", None, 0.9, n_boot=50).set_index("share")
     for share in ("pizza share", "grad_sym >= 0.9 share", "non-clock share"):
         assert 0.5 < found.loc[share, "boundary"] < 0.6  # the shares jump from 1 at 0.5 to 0 at 0.6
         assert found.loc[share, "status"] == "crossing"
@@ -107,13 +108,13 @@ def two_widths(tmp_path):
 
 def test_pooled_axes_are_named_with_their_values(tmp_path):
     folder, runs = two_widths(tmp_path)
-    text = report.report(folder)  # bins by attn_rate only: the widths are put together
+    text = markdown.report(folder)  # bins by attn_rate only: the widths are put together
     assert text.startswith("Pooled over d_model = 64, 128")
-    assert "d_model = 64, 128" in report.pooled_sentence(runs, ["d_model"])
-    assert "Pooled" not in report.report(folder, y="d_model")  # one block per width: nothing pooled
+    assert "d_model = 64, 128" in markdown.pooled_sentence(runs, ["d_model"])
+    assert "Pooled" not in markdown.report(folder, y="d_model")  # one block per width: nothing pooled
     one = tmp_path / "one"
     one.mkdir()
-    assert "Pooled" not in report.report(synthetic_runs(one))  # one width: nothing to say
+    assert "Pooled" not in markdown.report(synthetic_runs(one))  # one width: nothing to say
 
 
 def test_html_report_is_one_self_contained_page(tmp_path):

@@ -12,14 +12,14 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-
-from phasescan import grid, load, shard
-from phasescan.config import ConfigError
-from phasescan.results import METRIC_COLUMNS
-from phasescan.sweep import chunk_size_for, run_sweep, sweep_devices
-from phasescan.train import Spec
-
 from conftest import ROOT, TINY, compose, run_cli
+
+from phasescan import load
+from phasescan.engine.train import Spec
+from phasescan.runner.sweep import chunk_size_for, run_sweep, sweep_devices
+from phasescan.spec import grid, shard
+from phasescan.spec.config import ConfigError
+from phasescan.store.results import METRIC_COLUMNS
 
 SHARDED = ["sweep.num_shards=2", "sweep.shard=range(2)", "hydra/launcher=submitit_local"]
 

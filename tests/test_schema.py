@@ -9,13 +9,12 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from conftest import ROOT, TINY, compose
 
 import phasescan
-from phasescan import history, results
-from phasescan.classify import ALGORITHMS
-from phasescan.sweep import run_sweep
-
-from conftest import ROOT, TINY, compose
+from phasescan.runner.sweep import run_sweep
+from phasescan.spec.classify import ALGORITHMS
+from phasescan.store import history, results
 
 SMALL = [*TINY, "train.steps=40", "sweep.seeds=1"]  # 2 models per sweep
 NULLABLE = ["split_seed", "batch_size", "log_every"]
@@ -87,8 +86,8 @@ def test_metadata_and_manifest_hold_the_versions(sweeps):
         for path in files:
             meta = pq.read_schema(path).metadata
             assert meta[b"phasescan.schema_version"] == str(results.SCHEMA_VERSION).encode()
-            assert meta[b"phasescan.version"] == phasescan.__version__.encode()
-            assert meta[b"phasescan.table"] == (b"history" if "history" in path.name else b"runs")
+            assert meta[b"phasescan.spec.version"] == phasescan.__version__.encode()
+            assert meta[b"phasescan.analysis.table"] == (b"history" if "history" in path.name else b"runs")
         manifest = json.loads((folder / results.MANIFEST).read_text())
         assert manifest["schema_version"] == results.SCHEMA_VERSION
         assert isinstance(manifest["schema_version"], int)

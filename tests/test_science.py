@@ -3,12 +3,11 @@ there; the float32 log-softmax ablation does not (its loss spikes once the model
 import numpy as np
 import pandas as pd
 import pytest
-
-from phasescan import history
-from phasescan.sweep import run_sweep
-from phasescan.train import FIT_LOSS
-
 from conftest import compose
+
+from phasescan.engine.train import FIT_LOSS
+from phasescan.runner.sweep import run_sweep
+from phasescan.store import history
 
 # Small enough for CI (4 models, ~1 minute on 2 cores), long enough to reach the loss floor
 # (~1.1e-7 from step ~2000 at p = 31) and for the ablation to spike (measured: docs/reproduction.md).

@@ -9,14 +9,13 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
-from phasescan import checkpoint, results
-from phasescan.chunk import compile_chunk, run_chunk
-from phasescan import grid
-from phasescan.sweep import run_sweep
-from phasescan.train import Spec
-
 from conftest import ROOT, TINY, compose
+
+from phasescan.engine.chunk import compile_chunk, run_chunk
+from phasescan.engine.train import Spec
+from phasescan.runner.sweep import run_sweep
+from phasescan.spec import grid
+from phasescan.store import checkpoint, results
 
 # One chunk of 2 models, long enough to be stopped in the middle: 40 segments of 50 steps, the
 # state saved after every one of them.

@@ -11,7 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from bench import torch_reference as ref  # noqa: E402
-from phasescan import data, metrics, train, weights  # noqa: E402
+from phasescan.engine import data, metrics, train  # noqa: E402
+from phasescan.store import weights
 
 P, D = 11, 16
 

@@ -7,15 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
-
-from phasescan import data, grid, metrics, tasks
-from phasescan.config import ConfigError
-from phasescan.model import ACTIVATIONS
-from phasescan.results import FIELD_COLUMNS, ID_COLUMNS, METRIC_COLUMNS
-from phasescan.sweep import run_sweep
-from phasescan.train import Spec, build_net
-
 from conftest import TINY, compose
+
+from phasescan.engine import data, metrics
+from phasescan.engine.model import ACTIVATIONS
+from phasescan.engine.train import Spec, build_net
+from phasescan.runner.sweep import run_sweep
+from phasescan.spec import grid, tasks
+from phasescan.spec.config import ConfigError
+from phasescan.store.results import FIELD_COLUMNS, ID_COLUMNS, METRIC_COLUMNS
 
 # Metrics that are NaN by definition for tasks that are not addition up to relabelling b.
 ADDITION_ONLY = {"dist_irr", "dist_irr_top_wrong", "clock_fve", "pizza_fve"}
@@ -322,7 +322,7 @@ def test_every_variant_trains_through_the_engine_to_a_complete_row(tmp_path):
 @pytest.mark.parametrize("fields", [{"kind": "linear_x", "d_model": 32}, {"kind": "linear_b", "d_model": 32},
                                     {"input_format": "ab_sep", "op": "sub", "n_layers": 2}])
 def test_weights_files_keep_the_variant(fields):
-    from phasescan import weights
+    from phasescan.store import weights
 
     spec, _, _, params = net_and_params(perturb=0.1, **fields)
     run = {name: getattr(spec, name) for name in ("p", "d_model", "n_layers", "act", "kind", "op",

@@ -1,0 +1,289 @@
+"""Training: pure functions of one model, vmapped over a chunk (phasescan/engine/chunk.py).
+
+`make_program(spec)` returns the bucket's Program: `init(key, hp)`, `advance(state, key, hp,
+start)` (a segment of steps, one `lax.scan`) and `measure(state, hp)`; `make_train(spec)` is the
+same as one function `train(key, hp) -> (params, metrics)`.
+  * `key` is the model's init key (jax.random.key(seed)),
+  * `hp` is an `HParams` of per-model scalars (attention rate, lr, ...), so one compilation
+    serves every model of a bucket whatever their values.
+Only shape-changing fields (the `Spec`) are Python values.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ..spec.config import MODEL_KINDS, STATIC, VMAPPED
+from . import data, metrics, precision
+from .linear import KINDS as LINEAR_KINDS
+from .linear import LinearModel
+from .loss import LOSSES
+from .model import Transformer
+
+ADAM_EPS = 1e-8  # PyTorch's AdamW default, which the paper used
+
+
+class HParams(NamedTuple):
+    """Per-model scalars (vmapped): the run's data seed (its own seed, or task.split_seed when
+    that is set: grid.data_seed) and the vmapped config fields, by their config names."""
+    data_seed: jax.Array  # uint32: the seed of the model's train/test split
+    attn_rate: jax.Array
+    lr: jax.Array
+    weight_decay: jax.Array
+    beta1: jax.Array
+    beta2: jax.Array
+    warmup_steps: jax.Array
+
+    @classmethod
+    def from_runs(cls, runs: list[dict]) -> "HParams":
+        """Stack the vmapped fields of several runs into arrays (leading axis = model)."""
+        return cls(**{name: jnp.asarray([r[name] for r in runs], dtype=cls.dtype(name))
+                      for name in cls._fields})
+
+    @classmethod
+    def abstract(cls, shape: tuple = ()) -> "HParams":
+        """Shapes and dtypes only (for compiling ahead of time): `shape` per field."""
+        return cls(**{name: jax.ShapeDtypeStruct(shape, cls.dtype(name)) for name in cls._fields})
+
+    @staticmethod
+    def dtype(name: str):
+        return jnp.uint32 if name == "data_seed" else jnp.float32
+
+
+# task.split_seed (a config field) is not per-model data: it decides each run's data_seed.
+assert set(HParams._fields) == set(VMAPPED) - {"split_seed"} | {"data_seed"}, \
+    "HParams must hold the data seed and exactly the other vmapped fields"
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """The shape-changing fields of a bucket (config.STATIC): one compilation each."""
+    p: int
+    train_frac: float  # the number of train pairs is a shape
+    d_model: int
+    n_layers: int
+    n_heads: int
+    act: str
+    steps: int
+    batch_size: int | None
+    # The model zoo and the tasks (defaults: the paper's transformer on [a, b] -> a + b).
+    kind: str = "transformer"
+    op: str = "add"
+    input_format: str = "ab"
+    precision: str = "float32"  # precision.PRECISIONS
+    cross_entropy: str = "accurate"  # loss.LOSSES: the training loss (metrics: always accurate)
+    log_every: int | None = None  # metrics every log_every steps (None / 0: only at the end)
+
+    @classmethod
+    def from_run(cls, run: dict) -> "Spec":
+        return cls(**{name: run[name] for name in STATIC})
+
+
+assert set(f.name for f in dataclasses.fields(Spec)) == set(STATIC), "Spec must hold the static fields"
+
+
+class Net(NamedTuple):
+    """A model family's functions with the attention rate bound in; what training and the
+    metrics need, so every family (transformer, linear, ...) plugs in the same way."""
+    init: Callable  # key -> params
+    logits: Callable  # (params, tokens (N, n_ctx)) -> logits (N, outputs): p, or the vocabulary
+    logits_from_vectors: Callable  # (params, token vectors (n_ctx, d)) -> logits (outputs,)
+    token_vectors: Callable  # (params, tokens (..., n_ctx)) -> vectors (..., n_ctx, d)
+    number_rows: Callable  # params -> embedding rows (p, d) of the numbers 0..p-1 (operand a)
+
+
+def transformer_net(spec: Spec, dataset: data.Dataset, attn_rate: jax.Array) -> Net:
+    model = Transformer(vocab=dataset.vocab, n_ctx=dataset.n_ctx, d_model=spec.d_model,
+                        n_layers=spec.n_layers, n_heads=spec.n_heads, act=spec.act)
+    embed = lambda params: params["params"]["embed"]
+    return Net(
+        init=lambda key: model.init(key, jnp.zeros((1, dataset.n_ctx), jnp.int32), attn_rate),
+        logits=lambda params, tokens: model.apply(params, tokens, attn_rate),
+        logits_from_vectors=lambda params, vectors: model.apply(
+            params, vectors, attn_rate, method=Transformer.from_token_vectors),
+        token_vectors=lambda params, tokens: embed(params)[tokens],
+        number_rows=lambda params: embed(params)[: spec.p],
+    )
+
+
+def linear_net(spec: Spec, dataset: data.Dataset, attn_rate: jax.Array) -> Net:
+    """The attention-free models (linear.py): hidden width h = d_model; the attention rate is
+    accepted (it stays a vmapped field) and ignored, as are n_layers and n_heads."""
+    del attn_rate
+    model = LinearModel(kind=spec.kind, p=spec.p, hidden=spec.d_model, act=spec.act)
+    return Net(
+        init=lambda key: model.init(key, jnp.zeros((1, 2), jnp.int32)),
+        logits=lambda params, tokens: model.apply(params, tokens),
+        logits_from_vectors=lambda params, vectors: model.apply(
+            params, vectors, method=LinearModel.from_token_vectors),
+        token_vectors=lambda params, tokens: model.apply(
+            params, tokens, method=LinearModel.token_vectors),
+        number_rows=lambda params: model.apply(params, method=LinearModel.number_rows),
+    )
+
+
+NET_BUILDERS: dict[str, Callable] = {"transformer": transformer_net} | {
+    kind: linear_net for kind in LINEAR_KINDS}
+assert tuple(NET_BUILDERS) == MODEL_KINDS, "every config.MODEL_KINDS needs a Net builder"
+
+
+def build_net(spec: Spec, dataset: data.Dataset, attn_rate: jax.Array) -> Net:
+    """The Net of the bucket's model family (`model.kind`)."""
+    return NET_BUILDERS[spec.kind](spec, dataset, attn_rate)
+
+
+def warmup_schedule(hp: HParams) -> Callable:
+    """lr * min(step / warmup_steps, 1): PyTorch's LambdaLR(min(step/10, 1)) of the paper,
+    so the very first step has learning rate 0."""
+    def schedule(step):
+        ramp = jnp.minimum(step / jnp.maximum(hp.warmup_steps, 1.0), 1.0)
+        return hp.lr * jnp.where(hp.warmup_steps > 0, ramp, 1.0)
+    return schedule
+
+
+def mean_loss(spec: Spec, dataset: data.Dataset, attn_rate: jax.Array, params, tokens: jax.Array,
+              labels: jax.Array) -> jax.Array:
+    """The training loss: mean cross-entropy (`train.cross_entropy`) over `tokens`, under the
+    precision policy (forward and backward in the compute dtype, the loss in float32, params
+    kept float32 by the caller)."""
+    net = build_net(spec, dataset, precision.for_compute(attn_rate, spec.precision))
+    logits = net.logits(precision.for_compute(params, spec.precision), tokens)
+    return jnp.mean(LOSSES[spec.cross_entropy](logits, labels))
+
+
+# A model has fit its training set once its training loss is this low: every train pair is then
+# classified correctly and confidently (a mean of 1e-5 bounds each pair's loss by n_train * 1e-5,
+# below log 2 up to p ~ 260). Converged models sit two orders lower (the authors': 1.45e-7).
+FIT_LOSS = 1e-5
+
+
+class SpikeState(NamedTuple):
+    """The loss-spike statistic, carried through the training scan (no host transfers):
+    `fit_step`, the first step whose training loss is <= FIT_LOSS (-1: never), and `spike_loss`,
+    the largest training loss at any later step, at `spike_step` (NaN / -1 until then). A model
+    that trains like the paper's stays below FIT_LOSS after it fit; one that spikes does not.
+    A step's loss is that of the parameters before the step's update. docs/metrics.md."""
+    fit_step: jax.Array
+    spike_loss: jax.Array
+    spike_step: jax.Array
+
+    @classmethod
+    def start(cls) -> "SpikeState":
+        return cls(jnp.int32(-1), jnp.float32(jnp.nan), jnp.int32(-1))
+
+    def update(self, step: jax.Array, loss: jax.Array) -> "SpikeState":
+        after_fit = self.fit_step >= 0
+        higher = after_fit & ~(loss <= self.spike_loss)  # NaN-safe: the first comparison wins
+        step = step.astype(jnp.int32)
+        return SpikeState(
+            fit_step=jnp.where(~after_fit & (loss <= FIT_LOSS), step, self.fit_step),
+            spike_loss=jnp.where(higher, loss, self.spike_loss),
+            spike_step=jnp.where(higher, step, self.spike_step))
+
+    def columns(self) -> dict[str, jax.Array]:
+        return self._asdict()
+
+
+class TrainState(NamedTuple):
+    """What one model's training carries from segment to segment."""
+    params: Any
+    opt_state: Any
+    spikes: SpikeState
+
+
+class Program(NamedTuple):
+    """One bucket's training as three pure functions of one model, vmapped over a chunk:
+
+      init(key, hp) -> TrainState
+      advance(state, key, hp, start) -> TrainState   `segment` steps start, start + 1, ... in one
+                                                      lax.scan; steps from spec.steps on are
+                                                      skipped, so any segment length fits
+      measure(state, hp) -> metrics                  every metric of the model as it stands
+
+    The host calls advance segment after segment (progress, interruption, checkpoints, the
+    train.log_every history); the steps themselves never leave the device."""
+    init: Callable
+    advance: Callable
+    measure: Callable
+    segment: int
+
+
+# The config's `metrics` options (conf/config.yaml), for callers that pass none.
+METRIC_DEFAULTS = {"grad_sym_triples": 300, "triples_seed": 0, "key_freq_min_share": 0.1,
+                   "n_circles": 3}
+
+
+def make_program(spec: Spec, segment: int | None = None, metric_opts: dict | None = None) -> Program:
+    """The bucket's Program; `segment` steps per advance (default: all of them at once);
+    `metric_opts` the config's `metrics` section."""
+    segment = min(segment or spec.steps, spec.steps)
+    opts = METRIC_DEFAULTS | (metric_opts or {})
+    dataset = data.Dataset(spec.p, spec.op, spec.input_format)
+    triples = jnp.asarray(metrics.grad_sym_triples(spec.p, opts["grad_sym_triples"], opts["triples_seed"]))
+
+    def setup(hp: HParams):
+        """What every function derives from a model's hyperparameters (cheap: recomputed)."""
+        net = build_net(spec, dataset, hp.attn_rate)
+        train_idx, _ = data.split(jax.random.key(hp.data_seed), dataset.n_pairs, spec.train_frac)
+        # Decoupled weight decay scaled by the learning rate, as PyTorch's AdamW and optax do.
+        optimizer = optax.adamw(warmup_schedule(hp), b1=hp.beta1, b2=hp.beta2, eps=ADAM_EPS,
+                                weight_decay=hp.weight_decay)
+        return net, train_idx, optimizer
+
+    def init(key: jax.Array, hp: HParams) -> TrainState:
+        net, _, optimizer = setup(hp)
+        params = net.init(key)
+        return TrainState(params, optimizer.init(params), SpikeState.start())
+
+    def advance(state: TrainState, key: jax.Array, hp: HParams, start: jax.Array) -> TrainState:
+        _, train_idx, optimizer = setup(hp)
+        train_tokens, train_labels = dataset.tokens[train_idx], dataset.labels[train_idx]
+
+        def loss_fn(params, step_key):
+            # Full batch: every train pair (and only those: the test pairs cost nothing), every
+            # step. A minibatch: batch_size train pairs drawn without replacement.
+            tokens, labels = train_tokens, train_labels
+            if spec.batch_size is not None:
+                pick = jax.random.choice(step_key, len(train_labels), (spec.batch_size,),
+                                         replace=False)
+                tokens, labels = tokens[pick], labels[pick]
+            return mean_loss(spec, dataset, hp.attn_rate, params, tokens, labels)
+
+        def step(state: TrainState, step_index) -> TrainState:
+            loss, grads = jax.value_and_grad(loss_fn)(state.params, jax.random.fold_in(key, step_index))
+            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            return TrainState(optax.apply_updates(state.params, updates), opt_state,
+                              state.spikes.update(step_index, loss))
+
+        def guarded(state, step_index):
+            # `start` is the same for every model of a chunk (not vmapped): a real branch
+            return jax.lax.cond(step_index < spec.steps, step, lambda s, _: s, state, step_index), None
+
+        body = guarded if spec.steps % segment else lambda state, i: (step(state, i), None)
+        state, _ = jax.lax.scan(body, state, start + jnp.arange(segment))
+        return state
+
+    def measure(state: TrainState, hp: HParams) -> dict[str, jax.Array]:
+        net, train_idx, _ = setup(hp)
+        mask = data.indicator(train_idx, dataset.n_pairs)  # the metrics' train/test split
+        return metrics.evaluate(net, state.params, dataset, mask, triples,
+                                opts["key_freq_min_share"], opts["n_circles"]) \
+            | state.spikes.columns()
+
+    under = lambda fn: precision.traced_under(spec.precision, fn)
+    return Program(under(init), under(advance), under(measure), segment)
+
+
+def make_train(spec: Spec, metric_opts: dict | None = None) -> Callable:
+    """`train(key, hp) -> (params, metrics)`: one model's whole training as one pure function
+    (the Program in a single segment), for the one-model-at-a-time baseline and the tests."""
+    program = make_program(spec, spec.steps, metric_opts)
+
+    def train(key: jax.Array, hp: HParams):
+        state = program.advance(program.init(key, hp), key, hp, jnp.int32(0))
+        return state.params, program.measure(state, hp)
+    return train

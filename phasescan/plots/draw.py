@@ -1,0 +1,123 @@
+"""Every figure of a results folder drawn into its figures/ folder (`draw`), or the sweep
+figures in memory (`summary_figures`, phasescan.figures)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..analysis import boundary, refine, table
+from ..runner import retrain
+from ..spec import grid
+from ..spec.config import ConfigError
+from ..store import history, results
+from .diagrams import (
+    circle_shares,
+    metric_distributions,
+    metric_heatmaps,
+    paper_scatter,
+    phase_diagram,
+)
+from .inspection import circles_figure, inspection, inspection_data, pick_runs
+from .refinement import draw_refinement
+from .style import STYLE
+from .training import draw_history
+
+FIGURES = "figures"
+BOUNDARY_CSV = "boundary.csv"
+
+
+def save(fig: Figure, folder: Path, name: str, formats) -> list[Path]:
+    paths = []
+    for fmt in formats:
+        path = folder / f"{name}.{fmt}"
+        results.write_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, bbox_inches="tight"))
+        paths.append(path)
+    return paths
+
+
+def sweep_figures(frame: pd.DataFrame, x: str, y: str, pooled: list[str], bounds: pd.DataFrame,
+                  thresholds: dict, circular_only: bool = False):
+    """(name, Figure) of every figure of the whole sweep (not the single-model ones), one at a
+    time: `draw` saves them, `phasescan.report --html` embeds them."""
+    yield "phase_diagram", phase_diagram(frame, x, y, pooled, bounds)
+    yield "metric_heatmaps", metric_heatmaps(frame, x, y, pooled)
+    yield "paper_scatter", paper_scatter(frame, x, y, circular_only)
+    yield "metric_distributions", metric_distributions(frame, x, thresholds)
+    if "circle_algorithms" in frame:  # tables from before the circles have none
+        yield "circle_shares", circle_shares(frame, x, y, pooled)
+
+
+def summary_figures(source, x: str = "attn_rate", y: str = "d_model") -> dict[str, Figure]:
+    """phasescan.figures: the sweep figures in memory, {name: Figure}; source is a results folder
+    or a runs table (its .attrs["out_dir"], when set, gives the classification thresholds)."""
+    from matplotlib import rc_context
+
+    from ..spec.config import compose
+    frame = source if isinstance(source, pd.DataFrame) else results.load(source)
+    folder = Path(source) if not isinstance(source, pd.DataFrame) else frame.attrs.get("out_dir")
+    thresholds = (results.read_config(folder) if folder else compose()).get("classify", {})
+    x, y, pooled = table.resolve_axes(frame, x, y)
+    with rc_context(STYLE):
+        return dict(sweep_figures(frame, x, y, pooled, boundary.estimate(frame, x, y, against="clock"), thresholds))
+
+
+def draw(results_dir, x: str = "attn_rate", y: str = "d_model", formats=("png",),
+         runs: list[str] | None = None, circular_only: bool = False,
+         inspect: str = "auto") -> list[Path]:
+    """Draw every figure of a results folder into results_dir/figures/; return the paths.
+
+    `inspect`: "auto" (the chosen runs, retrained when their weights were not kept), "saved"
+    (only runs with saved weights: never trains; what the end of a sweep uses) or "none".
+    `runs` (run_ids) overrides the automatic choice.
+    """
+    from matplotlib import rc_context
+
+    out_dir = Path(results_dir)
+    frame = results.load(out_dir)
+    x, y, pooled = table.resolve_axes(frame, x, y)
+    bad = [f for f in formats if f not in ("png", "pdf", "svg")]
+    if bad:
+        raise ConfigError(f"--formats {','.join(bad)}: allowed png, pdf, svg")
+    unknown = [r for r in runs or [] if r not in set(frame["run_id"])]
+    if unknown:
+        raise ConfigError(f"--runs {','.join(unknown)}: no such run_id in {out_dir}")
+    folder = out_dir / FIGURES
+    folder.mkdir(parents=True, exist_ok=True)
+
+    bounds = boundary.estimate(frame, x, y, against="clock")
+    results.write_atomic(folder / BOUNDARY_CSV, lambda tmp: bounds.to_csv(tmp, index=False))
+    paths = [folder / BOUNDARY_CSV]
+    with rc_context(STYLE):
+        thresholds = results.read_config(out_dir).get("classify", {})
+        for name, fig in sweep_figures(frame, x, y, pooled, bounds, thresholds, circular_only):
+            paths += save(fig, folder, name, formats)
+        if runs is None:
+            runs = [] if inspect == "none" else pick_runs(frame, inspect == "saved", out_dir)
+        metric_opts = results.read_config(out_dir)["metrics"] if runs else None
+        rows = [frame.loc[frame["run_id"] == run_id].iloc[0] for run_id in runs]
+        for row in [r for r in rows if r["diverged"]]:  # non-finite weights: nothing to draw
+            print(f"phasescan: run {row['run_id']} diverged: no inspection figure", file=sys.stderr)
+        rows = [r for r in rows if not r["diverged"]]
+        chosen = [grid.run_from_row(row) for row in rows]
+        for row, run, arrays in zip(rows, chosen, retrain.load_or_retrain(out_dir, chosen, metric_opts)):
+            freqs = list(row["circle_freqs"]) if "circle_freqs" in row else []
+            d = inspection_data(arrays, run, metric_opts, freqs)
+            paths += save(inspection(row, d), folder, f"inspect_{row['run_id']}", formats)
+            if freqs:
+                paths += save(circles_figure(row, d), folder, f"circles_{row['run_id']}", formats)
+    return paths + draw_beyond(out_dir, folder)
+
+
+def draw_beyond(results_dir, figures_dir=None) -> list[Path]:
+    """The history and refinement figures that the results folder has data for."""
+    results_dir = Path(results_dir)
+    figures_dir = Path(figures_dir) if figures_dir else results_dir / "figures"
+    paths = []
+    if (results_dir / history.HISTORY).is_file():
+        paths += draw_history(results_dir, figures_dir)
+    if (results_dir / refine.REFINEMENT).is_file():
+        paths += draw_refinement(results_dir, figures_dir)
+    return paths

@@ -1,0 +1,435 @@
+"""Running a sweep: the config validated once into a Plan -> buckets -> chunks (one compiled
+Program per bucket, phasescan/engine/chunk.py, driven segment by segment) -> rows.
+
+Between segments the progress bar moves, a requested stop (Ctrl-C, SIGTERM) is honoured and the
+unfinished chunk's state is checkpointed (phasescan/store/checkpoint.py), so a stopped or killed sweep
+resumes inside the chunk. Every finished chunk is written to disk (results.write_chunk) before
+the next one starts, and a
+rerun with the same out_dir skips the runs already done (matched by run_id). Chunks are laid out
+over the whole bucket, done or not, so a resumed sweep runs its remaining models in the same
+compiled programs as an uninterrupted one and gets the same bits. A chunk that runs the device
+out of memory is split in halves and retried (docs/reliability.md). Each chunk's model axis is
+split over the local devices (`sweep.devices`); `sweep.num_shards` picks this process's share of
+the grid (phasescan/spec/shard.py). Refinement (phasescan/analysis/refine.py) trains its added runs through the
+same chunk loop, `train_runs`.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from pathlib import Path
+
+import jax
+import pandas as pd
+
+from ..analysis import refine
+from ..engine.chunk import (
+    Resume,
+    chunk_size_for,
+    compile_chunk,
+    memory_problem,
+    run_chunk,
+    split_history,
+)
+from ..engine.train import Spec
+from ..spec import grid, shard
+from ..spec.config import ConfigError, check_options, is_int
+from ..spec.progress import Progress
+from ..store import checkpoint, history, results, tracking, weights
+
+log = logging.getLogger("phasescan")
+
+def sweep_devices(sweep: dict) -> list:
+    """The local devices each chunk is sharded over: sweep.devices = null (all) or a count."""
+    available = jax.local_devices()
+    n = sweep.get("devices")
+    if n is None:
+        return available
+    if not is_int(n) or not 1 <= n <= len(available):
+        raise ConfigError(f"sweep.devices={n!r}: must be null (all {len(available)} local "
+                          f"devices) or an integer in 1..{len(available)}")
+    return available[:n]
+
+
+def sweep_identity(runs: list[dict], cfg: dict) -> str:
+    """What makes two sweeps the same: their runs and how they are measured and labelled."""
+    identity = {"run_ids": [r["run_id"] for r in runs], "metrics": cfg["metrics"],
+                "classify": cfg["classify"]}
+    if any(r.get("log_every") for r in runs):  # a history is part of what the folder holds
+        identity["log_every"] = sorted({r["log_every"] or 0 for r in runs})
+    return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def validated_runs(cfg: dict) -> list[dict]:
+    """Every run of the sweep (of this shard, with sweep.num_shards > 1) after checking the
+    whole config; one ConfigError lists every problem (fields, axes, seeds, options, devices,
+    shards) before anything is written."""
+    problems = []
+    try:
+        runs = grid.expand(cfg)
+    except ConfigError as error:
+        runs, problems = [], error.problems
+    problems += check_options(cfg)
+    if cfg.get("refine") and (cfg["sweep"].get("num_shards") or 1) > 1:
+        problems.append("refine=true: refinement needs the whole grid in one process; "
+                        "use sweep.num_shards=1")
+    for check in (refine.options, lambda cfg: sweep_devices(cfg["sweep"])):
+        try:
+            check(cfg)
+        except ConfigError as error:
+            problems += error.problems
+    try:
+        runs = shard.select(runs, cfg["sweep"])  # this shard's runs (all of them, unsharded)
+    except ConfigError as error:
+        problems += error.problems
+    for run in {grid.bucket_key(r): r for r in runs}.values():  # one per bucket, before writing
+        problem = memory_problem(Spec.from_run(run))
+        if problem and problem not in problems:
+            problems.append(problem)
+    if problems:
+        raise ConfigError(problems)
+    return runs
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A sweep validated once: the resolved config, this process's runs (grid order; its shard's
+    with sweep.num_shards > 1), the devices each chunk is split over, and the identity that an
+    out_dir is matched by. Made by `make_plan`; everything after it reads it (read-only)."""
+    cfg: dict
+    runs: tuple
+    devices: tuple
+    identity: str
+
+
+def make_plan(cfg: dict) -> Plan:
+    """Validate the whole config (every problem in one ConfigError) and expand it, once."""
+    runs = validated_runs(cfg)
+    return Plan(cfg, tuple(runs), tuple(sweep_devices(cfg["sweep"])), sweep_identity(runs, cfg))
+
+
+def as_plan(plan_or_cfg) -> Plan:
+    """A Plan, or one made from a config dict (the Python API and the tests pass configs)."""
+    return plan_or_cfg if isinstance(plan_or_cfg, Plan) else make_plan(plan_or_cfg)
+
+
+def out_dir_holds(out_dir: Path, identity: str) -> str | None:
+    """None if out_dir is free (absent, empty) or holds this sweep; else what it holds."""
+    if not out_dir.exists():
+        return None
+    if not out_dir.is_dir():
+        return "a file, not a folder"
+    try:
+        manifest = results.read_manifest(out_dir)
+    except (OSError, ValueError):
+        return f"an unreadable {results.MANIFEST}"
+    if manifest is not None:
+        return None if manifest.get("sweep_identity") == identity else \
+            "results of a different sweep configuration"
+    if any(not results.is_temporary(path) for path in out_dir.iterdir()):
+        return f"files that are not phasescan results (no {results.MANIFEST})"
+    return None
+
+
+def pick_out_dir(out_dir: Path, identity: str, taken: str = "refuse") -> Path:
+    """out_dir if it is free or holds this sweep (resume). Otherwise refuse, touching nothing,
+    or with taken="sibling" the first of out_dir-2, out_dir-3, ... that is free or holds it."""
+    out_dir = Path(out_dir)
+    holds = out_dir_holds(out_dir, identity)
+    if holds is None:
+        return out_dir
+    if taken != "sibling":
+        raise ConfigError(
+            f"out_dir={out_dir}: holds {holds}; nothing in it was changed. Choose another "
+            f"out_dir, or add out_dir_taken=sibling to start over in a fresh folder next to it "
+            f"({out_dir.name}-2, -3, ...)")
+    n = 2
+    while out_dir_holds(sibling := out_dir.with_name(f"{out_dir.name}-{n}"), identity) is not None:
+        n += 1
+    log.info("out_dir %s holds %s: writing to %s instead", out_dir, holds, sibling)
+    return sibling
+
+
+def choose_out_dir(plan: Plan | dict, out_dir: Path) -> Path:
+    """Where run_sweep(plan, out_dir) writes (see pick_out_dir)."""
+    plan = as_plan(plan)
+    return pick_out_dir(out_dir, plan.identity, plan.cfg.get("out_dir_taken", "refuse"))
+
+
+def prepare_out_dir(out_dir: Path, cfg_yaml: str, identity: str) -> dict:
+    """Create or reopen out_dir (already picked by pick_out_dir). Returns the manifest."""
+    manifest = results.read_manifest(out_dir)
+    if manifest is None:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"out_dir={out_dir}: cannot create it ({error.strerror})") from None
+        # The manifest first: from now on the folder is recognisably this sweep's.
+        manifest = {"sweep_identity": identity, "resumes": -1}
+        results.write_manifest(out_dir, manifest)
+        results.write_atomic(out_dir / results.CONFIG, lambda tmp: tmp.write_text(cfg_yaml))
+    return manifest
+
+
+def is_out_of_memory(error: Exception) -> bool:
+    message = str(error)
+    return isinstance(error, jax.errors.JaxRuntimeError) and (
+        "RESOURCE_EXHAUSTED" in message or "out of memory" in message.lower())
+
+
+def programs_of(spec: Spec, metric_opts: dict, size: int, compile_s: dict, devices: list | None = None,
+                vmap_group: int | None = None, segment: int | None = None, progress=None):
+    """program(n): the bucket's program for n models, compiled on first use and timed into
+    compile_s (under repr(spec), or "<spec> x<n>" for the smaller sizes of a split)."""
+    programs = {}
+
+    def program(n: int):
+        if n not in programs:
+            t0 = time.perf_counter()
+            programs[n] = compile_chunk(spec, n, metric_opts, devices, vmap_group=vmap_group,
+                                        segment=segment)
+            compile_s[repr(spec) if n == size else f"{spec!r} x{n}"] = round(time.perf_counter() - t0, 3)
+        return programs[n]
+    return program
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop asked for (Ctrl-C, SIGTERM) and honoured between two segments, the unfinished
+    chunk's state saved."""
+
+
+class StopRequest:
+    """Set by the first Ctrl-C or SIGTERM: the sweep stops after the current segment. A second
+    one stops at once (KeyboardInterrupt), losing only the unsaved part of the chunk."""
+
+    def __init__(self):
+        self.signal = None
+
+    def __call__(self, signum, frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+        log.warning("%s: stopping after this segment (its state is saved); press Ctrl-C again "
+                    "to stop at once", self.signal)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """A StopRequest installed for SIGINT and SIGTERM while the sweep runs (main thread only)."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield request
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class Segments:
+    """What happens between two segments of a chunk: the progress bar moves, the chunk's state
+    is saved every `every` seconds (and when a stop is requested, which then ends the sweep),
+    and a chunk with a saved state starts from it."""
+
+    def __init__(self, out_dir: Path, progress: Progress, stop: StopRequest | None, every: float):
+        self.out_dir, self.progress, self.stop, self.every = out_dir, progress, stop, every
+
+    def path(self, piece: list[dict], size: int) -> Path:
+        return checkpoint.path_of(self.out_dir, [r["run_id"] for r in piece], size)
+
+    def resume(self, piece: list[dict], size: int, segment: int) -> Resume | None:
+        """The piece's saved state, if it was saved by the same program (same segment length:
+        the same steps in the same programs, so the same bits as an uninterrupted run)."""
+        saved = checkpoint.load(self.path(piece, size))
+        if saved is None or saved[0] != segment:
+            return None
+        _, step, leaves, logged = saved
+        log.info("resuming %d model(s) at step %d from %s", len(piece), step,
+                 self.path(piece, size).relative_to(self.out_dir))
+        self.progress.advance(len(piece) * step)
+        return Resume(step, leaves, logged)
+
+    def callback(self, piece: list[dict], size: int, segment: int):
+        last_save = time.monotonic()
+
+        def on_segment(step: int, done: int, state_fn) -> None:
+            nonlocal last_save
+            self.progress.advance(len(piece) * done)
+            stopping = self.stop is not None and self.stop.signal is not None
+            if stopping or time.monotonic() - last_save >= self.every:
+                saved = state_fn()
+                checkpoint.save(self.path(piece, size), segment, saved.step, saved.leaves, saved.logged)
+                last_save = time.monotonic()
+            if stopping:
+                raise Interrupted(f"stopped at step {step} of a chunk of {len(piece)} model(s); "
+                                  "its state is saved")
+        return on_segment
+
+    def finished(self, piece: list[dict], size: int) -> None:
+        checkpoint.remove(self.path(piece, size))
+
+
+def run_pieces(program, runs: list[dict], size: int, keep_params: bool, n_devices: int = 1,
+               segments: Segments | None = None):
+    """Train `runs` in pieces of `size` models, `program(size)` the compiled program. When the
+    device runs out of memory, halve the size (recompiling; a multiple of n_devices, each device
+    keeping a share) and go on, down to one model per device.
+    Yields (piece, run_chunk's result, size) as each piece finishes, so it can be saved."""
+    start = 0
+    while start < len(runs):
+        piece = runs[start: start + size]
+        try:
+            compiled = program(size)
+            hooks = {} if segments is None else {
+                "on_segment": segments.callback(piece, size, compiled.segment),
+                "resume": segments.resume(piece, size, compiled.segment)}
+            result = run_chunk(compiled, piece, size, keep_params=keep_params, **hooks)
+        except Exception as error:
+            if size == n_devices or not is_out_of_memory(error):
+                raise
+            smaller = n_devices * math.ceil(size / 2 / n_devices)
+            log.warning("out of device memory with %d models per program: retrying with %d",
+                        size, smaller)
+            size = smaller
+            continue
+        yield piece, result, size
+        start += len(piece)
+
+
+def new_progress(runs: list[dict], done_ids: set[str]) -> Progress:
+    todo = [r for r in runs if r["run_id"] not in done_ids]
+    return Progress(len(runs), sum(r["steps"] for r in runs), done_models=len(runs) - len(todo),
+                    done_steps=sum(r["steps"] for r in runs if r["run_id"] in done_ids))
+
+
+def run_sweep(plan: Plan | dict, out_dir: Path, cfg_yaml: str | None = None,
+              record=None) -> pd.DataFrame:
+    """Train and measure every run of the sweep into out_dir; return the runs table.
+    cfg_yaml: the text of config.yaml (the command line's, comments and order kept); None = the
+    plan's config written out. record: out_dir -> a context manager held while the sweep runs in
+    its folder (app.recorded: the invocation and the log file)."""
+    plan = as_plan(plan)
+    if cfg_yaml is None:
+        from omegaconf import OmegaConf
+        cfg_yaml = OmegaConf.to_yaml(OmegaConf.create(plan.cfg))
+    out_dir = pick_out_dir(out_dir, plan.identity, plan.cfg.get("out_dir_taken", "refuse"))
+    with results.locked(out_dir):  # one process per folder
+        manifest = prepare_out_dir(out_dir, cfg_yaml, plan.identity)  # first: the folder is this sweep's
+        with record(out_dir) if record else contextlib.nullcontext():
+            return record_sweep(plan, out_dir, manifest)
+
+
+def record_sweep(plan: Plan, out_dir: Path, manifest: dict) -> pd.DataFrame:
+    """run_sweep's work, with out_dir picked, locked and prepared (its manifest read)."""
+    cfg, runs, devices = plan.cfg, list(plan.runs), list(plan.devices)
+    done_ids = done_run_ids(out_dir)
+    todo = [r for r in runs if r["run_id"] not in done_ids]
+    manifest.update(results.environment(), sweep=cfg["sweep"].get("name"), n_runs=len(runs),
+                    devices_used=len(devices),
+                    # the sweep's own runs (refinement adds its own): chunks of others are skipped
+                    run_ids=sorted(set(manifest.get("run_ids", [])) | {r["run_id"] for r in runs}),
+                    resumes=manifest["resumes"] + 1, started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    finished=None)
+    manifest.setdefault("compile_s", {})
+    results.write_manifest(out_dir, manifest)
+    if len(todo) < len(runs):
+        log.info("resuming %s: %d of %d runs already done", out_dir, len(runs) - len(todo), len(runs))
+
+    start = time.perf_counter()
+    track = tracking.sink(cfg, out_dir)  # None with tracking=none
+    with stop_on_signals() as stop:
+        progress = new_progress(runs, done_ids)
+        try:
+            train_runs(cfg, out_dir, runs, done_ids, manifest, progress, devices, stop, track)
+        finally:
+            progress.close()
+        if refine.options(cfg):
+            refine.run(cfg, out_dir, lambda extra: train_new_runs(cfg, out_dir, extra, manifest,
+                                                                  devices, stop, track))
+
+    frame = results.assemble(out_dir)
+    history.assemble(out_dir)
+    if track:
+        track.finish(frame)  # and the runs done before tracking was on or before a crash
+    manifest.update(wall_s=round(manifest.get("wall_s", 0) + time.perf_counter() - start, 3),
+                    finished=time.strftime("%Y-%m-%dT%H:%M:%S"), n_done=len(frame))
+    results.write_manifest(out_dir, manifest)
+    return frame
+
+
+def train_new_runs(cfg: dict, out_dir: Path, runs: list[dict], manifest: dict,
+                   devices: list, stop: StopRequest | None = None, track=None) -> pd.DataFrame:
+    """Train the runs not yet in out_dir (e.g. refinement's); return the rows of all `runs`."""
+    manifest["run_ids"] = sorted(set(manifest.get("run_ids", [])) | {r["run_id"] for r in runs})
+    results.write_manifest(out_dir, manifest)
+    done_ids = done_run_ids(out_dir)
+    progress = new_progress(runs, done_ids)
+    try:
+        train_runs(cfg, out_dir, runs, done_ids, manifest, progress, devices, stop, track)
+    finally:
+        progress.close()
+    wanted = {r["run_id"] for r in runs}
+    frame = results.read_chunks(out_dir)
+    return frame[frame["run_id"].isin(wanted)].reset_index(drop=True)
+
+
+def done_run_ids(out_dir: Path) -> set[str]:
+    """The run_ids whose rows are already in out_dir's chunks (resume skips them)."""
+    done = results.read_chunks(out_dir)
+    return set() if done is None else set(done["run_id"])
+
+
+def train_runs(cfg: dict, out_dir: Path, runs: list[dict], done_ids: set[str], manifest: dict,
+               progress: Progress, devices: list, stop: StopRequest | None = None,
+               track: tracking.WandbSink | None = None) -> None:
+    """Train, measure, label and write the runs not in done_ids, chunk by chunk (one compiled
+    program per bucket, its model axis split over `devices`), segment by segment; `track`
+    (tracking=wandb) logs each piece's runs from the files just written."""
+    sweep_cfg = cfg["sweep"]
+    segments = Segments(out_dir, progress, stop, sweep_cfg.get("checkpoint_every", 300))
+    buckets = [b for b in grid.buckets(runs).values() if any(r["run_id"] not in done_ids for r in b)]
+    for number, bucket_runs in enumerate(buckets, 1):
+        spec = Spec.from_run(bucket_runs[0])
+        # Sized from the whole bucket, done or not: the same programs as an uninterrupted run.
+        size = chunk_size_for(spec, len(bucket_runs), sweep_cfg["chunk_size"],
+                              sweep_cfg["max_chunk_size"], len(devices))
+        progress.note(f"bucket {number} of {len(buckets)}: {len(bucket_runs)} models, p={spec.p} "
+                      f"d_model={spec.d_model} steps={spec.steps} (compiling, then training)")
+        program = programs_of(spec, cfg["metrics"], size, manifest["compile_s"], devices,
+                              sweep_cfg.get("vmap_group"), sweep_cfg.get("segment_steps"))
+        fits = size  # models per program that fit the device (halved on running out of memory)
+        for i in range(0, len(bucket_runs), size):
+            chunk = [r for r in bucket_runs[i: i + size] if r["run_id"] not in done_ids]
+            if not chunk:
+                continue
+            to_save = lambda run: weights.should_save(run, cfg["save_weights"], sweep_cfg["seed_start"])
+            keep = any(map(to_save, chunk))
+            for piece, result, fits in run_pieces(program, chunk, fits, keep, len(devices), segments):
+                written = record(out_dir, piece, result, keep, to_save, cfg["classify"])
+                segments.finished(piece, fits)
+                progress.models_done(len(piece))
+                if track:
+                    track.log_chunk(*written)
+
+
+def record(out_dir: Path, piece: list[dict], result, keep: bool, to_save,
+           thresholds: dict) -> tuple[Path, Path | None]:
+    """Write a finished piece: weights first, then its history, then its rows (a chunk whose
+    rows are on disk has its other files too). Returns (rows file, history file or None)."""
+    metrics, params = result if keep else (result, None)
+    for j, run in enumerate(piece):
+        if to_save(run):
+            weights.save(weights.path_of(out_dir, run["run_id"]),
+                         weights.to_arrays(weights.model_at(params, j), run))
+    metrics, logged = split_history(metrics)
+    curves = history.write_chunk(out_dir, history.rows(piece, logged, thresholds)) if logged else None
+    return results.write_chunk(out_dir, results.rows(piece, metrics, thresholds)), curves

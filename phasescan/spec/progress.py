@@ -1,0 +1,66 @@
+"""The sweep's progress bar (rich): models done, model-steps/s and models/s, ETA, on stderr.
+
+It counts model-steps (a model trained for `steps` steps is `steps` of them), so it moves with
+every segment of a chunk. On a terminal it redraws in place; in a log file it prints the notes
+(e.g. "compiling bucket 1 of 2") as they come and the bar's last state at the end.
+"""
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, ProgressColumn, TextColumn
+from rich.progress import Progress as RichProgress
+from rich.text import Text
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class _Rates(ProgressColumn):
+    """model-steps/s, the models/s they make, elapsed time and ETA."""
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        per_model = task.fields["steps_per_model"]
+        rates = (f"{speed / per_model:.3g} models/s ({speed:.3g} model-steps/s)" if speed
+                 else "? models/s")
+        eta = _duration(task.time_remaining) if speed and not task.finished else \
+            ("0s" if task.finished else "?")
+        return Text(f"{rates}  elapsed {_duration(task.elapsed)}  ETA {eta}")
+
+
+class Progress:
+    def __init__(self, total_models: int, total_steps: int, done_models: int = 0,
+                 done_steps: int = 0, stream=sys.stderr):
+        # A log file gets whole lines, not a bar wrapped at 80 columns
+        self.console = Console(file=stream, highlight=False, width=None if stream.isatty() else 160)
+        self.bar = RichProgress(TextColumn("phasescan"), BarColumn(bar_width=24),
+                                TextColumn("{task.fields[models]}/{task.fields[total_models]} models "
+                                           "{task.percentage:>3.0f}%"),
+                                _Rates(), console=self.console, transient=False)
+        self.task = self.bar.add_task("sweep", total=max(total_steps, 1), completed=done_steps,
+                                      models=done_models, total_models=total_models,
+                                      steps_per_model=max(total_steps, 1) / max(total_models, 1))
+        self.bar.start()
+
+    def note(self, text: str) -> None:
+        """A line above the bar (it stays in a log file too)."""
+        self.bar.console.print(f"phasescan: {text}")
+
+    def advance(self, model_steps: int) -> None:
+        self.bar.update(self.task, advance=model_steps)
+
+    def models_done(self, n: int) -> None:
+        task = self.bar.tasks[0]
+        self.bar.update(self.task, models=task.fields["models"] + n)
+
+    def close(self) -> None:
+        self.bar.refresh()
+        self.bar.stop()

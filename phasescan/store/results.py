@@ -1,0 +1,393 @@
+"""Where rows are written and read: chunk files, runs.parquet, config.yaml, manifest.json.
+
+Layout of a results folder:
+  runs.parquet      one row per model (assembled from chunks/, written atomically)
+  chunks/*.parquet  the rows of each finished chunk, each written atomically (tmp + rename)
+  config.yaml       the resolved configuration
+  manifest.json     versions, device, git commit, timings
+
+Every Parquet file phasescan writes here (and history.parquet) has an explicit schema, one type
+per column whatever its values (an unset nullable field is an int64 column of nulls, not Arrow's
+type `null`), derived from the field registry (config.FIELDS) and the column registries below;
+its key-value metadata holds SCHEMA_VERSION and phasescan's version. docs/columns.md lists the
+columns.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..spec.classify import ALGORITHMS, circle_algorithms, classify
+from ..spec.config import FIELDS, ConfigError
+from ..spec.version import __version__
+
+RUNS = "runs.parquet"
+LOCK = ".phasescan.lock"  # held by the process writing the folder (results.locked)
+CHUNKS = "chunks"
+MANIFEST = "manifest.json"
+CONFIG = "config.yaml"
+
+# The schema's version: bump it when a column of runs.parquet or history.parquet is added,
+# removed, renamed or changes type (and say so in docs/columns.md).
+SCHEMA_VERSION = 1
+META_SCHEMA_VERSION = b"phasescan.schema_version"  # Parquet key-value metadata keys
+META_VERSION = b"phasescan.version"
+META_TABLE = b"phasescan.table"  # runs | history
+
+# Column types: name -> (Arrow type, pandas dtype). Integer columns that may hold nulls (the
+# nullable fields) are pandas "Int64"; `algorithm` is a category with every class of the rule,
+# in classify.ALGORITHMS's order, so every file has the same dictionary.
+TYPES = {
+    "int": (pa.int64(), "int64"),
+    "int?": (pa.int64(), "Int64"),
+    "float": (pa.float64(), "float64"),
+    "bool": (pa.bool_(), "bool"),
+    "str": (pa.string(), None),  # pandas' own string dtype ("str" in pandas 3, object before)
+    "algorithm": (pa.dictionary(pa.int32(), pa.string()), pd.CategoricalDtype(list(ALGORITHMS))),
+    "list<int>": (pa.list_(pa.int64()), None),  # a Python list per row (object)
+    "list<float>": (pa.list_(pa.float64()), None),
+    "list<str>": (pa.list_(pa.string()), None),
+}
+
+# Columns every runs.parquet has, in this order (then any other metric columns), with their types.
+IDS = {"run_id": "str", "run_index": "int", "seed": "int", "data_seed": "int"}
+ID_COLUMNS = list(IDS)
+FIELD_COLUMNS = list(FIELDS)
+RECORDS = {"refine_round": "int"}  # 0, or the refinement round that added the run (refine.py)
+METRICS = {  # the metrics of a model (metrics.evaluate, chunk's loss-spike statistic) and its labels
+    "train_loss": "float", "test_loss": "float", "loss": "float",
+    "train_acc": "float", "test_acc": "float", "acc": "float",
+    "grad_sym": "float", "dist_irr": "float", "dist_irr_top_wrong": "float", "circularity": "float",
+    "key_freqs": "list<int>", "n_key_freqs": "int", "clock_fve": "float", "pizza_fve": "float",
+    "circle_freqs": "list<int>", "circle_clock_fve": "list<float>", "circle_pizza_fve": "list<float>",
+    "circle_algorithms": "list<str>", "n_clock_circles": "int", "n_pizza_circles": "int",
+    "param_norm": "float", "fit_step": "int", "spike_loss": "float", "spike_step": "int",
+    "diverged": "bool", "algorithm": "algorithm",
+}
+METRIC_COLUMNS = list(METRICS)
+assert not set(FIELD_COLUMNS) & set(METRIC_COLUMNS), "a field and a metric would share a column"
+RUN_COLUMNS = ID_COLUMNS + FIELD_COLUMNS + list(RECORDS) + METRIC_COLUMNS  # runs.parquet, in order
+HISTORY_IDS = {"run_id": "str", "step": "int"}  # history.parquet: these, then METRIC_COLUMNS
+
+# Every column's type (a name means the same in both tables)
+COLUMN_TYPES: dict[str, str] = (
+    IDS | {name: f.type.__name__ + ("?" if f.type is int and f.nullable else "")
+           for name, f in FIELDS.items()} | RECORDS | HISTORY_IDS | METRICS)
+assert set(COLUMN_TYPES.values()) <= set(TYPES), "a column type without its Arrow/pandas types"
+
+
+def arrow_schema(columns) -> pa.Schema:
+    """The Arrow schema of these (registered) columns, in this order."""
+    return pa.schema([pa.field(c, TYPES[COLUMN_TYPES[c]][0]) for c in columns])
+
+
+def conform(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with every registered column in its pandas dtype (whatever wrote it: an old
+    folder's file, a concat of chunks, rows just measured). Columns are neither added nor
+    removed; unregistered ones are left as they are."""
+    out = {}
+    for name in frame.columns:
+        dtype = TYPES[COLUMN_TYPES[name]][1] if name in COLUMN_TYPES else None
+        column = frame[name]
+        if isinstance(dtype, pd.CategoricalDtype):  # never turn an unknown label into NaN
+            extra = sorted(set(column.dropna()) - set(dtype.categories))
+            dtype = pd.CategoricalDtype(list(dtype.categories) + extra)
+            if isinstance(column.dtype, pd.CategoricalDtype) and \
+                    list(column.dtype.categories) == list(dtype.categories):
+                continue  # (== between unordered categoricals ignores the categories' order)
+            column = column.astype(object)
+        elif dtype is None or column.dtype == dtype:
+            continue
+        elif dtype in ("int64", "bool") and column.isna().any():
+            # not written by phasescan as it is: keep the values, and the nulls
+            dtype = {"int64": "Int64", "bool": "boolean"}[dtype]
+        out[name] = column.astype(dtype)
+    return frame.assign(**out) if out else frame
+
+
+def parquet_metadata(table: str) -> dict[bytes, bytes]:
+    """The key-value metadata phasescan adds to a Parquet file holding `table` (runs | history)."""
+    return {META_SCHEMA_VERSION: str(SCHEMA_VERSION).encode(), META_VERSION: __version__.encode(),
+            META_TABLE: table.encode()}
+
+
+def to_arrow(frame: pd.DataFrame, table: str) -> pa.Table:
+    """The frame as an Arrow table with the registered types and phasescan's metadata (pandas'
+    own metadata kept, so pandas.read_parquet gives back the same dtypes)."""
+    arrow = pa.Table.from_pandas(conform(frame), preserve_index=False)
+    schema = pa.schema([pa.field(f.name, TYPES[COLUMN_TYPES[f.name]][0]) if f.name in COLUMN_TYPES
+                        else f for f in arrow.schema],
+                       metadata=(arrow.schema.metadata or {}) | parquet_metadata(table))
+    return arrow.cast(schema)
+
+
+def write_table(path: Path, frame: pd.DataFrame, table: str) -> None:
+    """Write a runs (or history) table to `path` atomically, with the explicit schema."""
+    arrow = to_arrow(frame, table)
+    write_atomic(path, lambda tmp: pq.write_table(arrow, tmp))
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A runs or history Parquet file as a DataFrame with the registered dtypes (old files too)."""
+    return conform(pd.read_parquet(path))
+
+
+def rows(runs: list[dict], metrics: dict[str, np.ndarray], thresholds: dict) -> pd.DataFrame:
+    """One row per run: its identity, every field, its metrics (host numpy arrays) and its
+    labels by the classification rule with `thresholds`."""
+    table = {col: [r[col] for r in runs] for col in ID_COLUMNS + FIELD_COLUMNS}
+    table["refine_round"] = [r.get("refine_round", 0) for r in runs]  # 0: the grid; phasescan/analysis/refine.py
+    return conform(pd.DataFrame(table | metric_columns(metrics, thresholds)))
+
+
+def metric_columns(metrics: dict[str, np.ndarray], thresholds: dict) -> dict[str, list]:
+    """The METRIC_COLUMNS of models measured by metrics.evaluate (leading axis = model), lists
+    and labels derived, in column order (those the measurement has: a single model measured by
+    `phasescan.evaluate` has no training history, so no loss-spike columns)."""
+    n = len(np.asarray(metrics["grad_sym"]))
+    key_freqs = [key_freq_list(share, mask)
+                 for share, mask in zip(metrics["freq_share"], metrics["key_freq_mask"])]
+    # The circles a model has and that were measured (additive tasks only), strongest first
+    present = (np.asarray(metrics["circle_freq"]) > 0) & ~np.isnan(np.asarray(metrics["circle_clock_fve"]))
+    circles = circle_algorithms(metrics["circle_clock_fve"], metrics["circle_pizza_fve"], thresholds)
+    derived = {
+        "key_freqs": key_freqs, "n_key_freqs": [len(k) for k in key_freqs],
+        "circle_freqs": [np.asarray(metrics["circle_freq"])[i][present[i]].tolist() for i in range(n)],
+        "circle_algorithms": [circles[i][present[i]].tolist() for i in range(n)],
+        "n_clock_circles": (circles == "clock").sum(axis=1).tolist(),
+        "n_pizza_circles": (circles == "pizza").sum(axis=1).tolist(),
+        "algorithm": list(classify(metrics, thresholds)),
+    }
+    for name in ("circle_clock_fve", "circle_pizza_fve"):
+        derived[name] = [np.asarray(metrics[name])[i][present[i]].tolist() for i in range(n)]
+    return {name: derived[name] if name in derived else np.asarray(metrics[name]).tolist()
+            for name in METRIC_COLUMNS if name in derived or name in metrics}
+
+
+def key_freq_list(share: np.ndarray, mask: np.ndarray) -> list[int]:
+    """The key frequencies (1-based) of one model, strongest first."""
+    ks = np.flatnonzero(mask)
+    return [int(k) + 1 for k in ks[np.argsort(-share[ks], kind="stable")]]
+
+
+def write_atomic(path: Path, write) -> None:
+    """Write through a temporary file and rename, so a reader never sees half a file. The data
+    reaches the disk (fsync) before the rename, and the rename before we return."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. folders cannot be opened on some platforms
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def is_temporary(path: Path) -> bool:
+    """A file write_atomic has not finished (".<name>.tmp-<pid>"), or the folder's lock: never
+    a result."""
+    return path.name == LOCK or path.name.startswith(".") and ".tmp-" in path.name
+
+
+@contextlib.contextmanager
+def locked(out_dir: Path):
+    """Hold an advisory lock on out_dir while a sweep writes there: a second process started on
+    the same folder is refused, told who holds it, and writes nothing (the lock goes with the
+    process, so a killed sweep leaves none behind)."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(out_dir / LOCK, "a+")
+    except OSError as error:
+        raise ConfigError(f"out_dir={out_dir}: cannot write there ({error.strerror})") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ConfigError(f"out_dir={out_dir}: another phasescan is writing here ({holder}); "
+                          "nothing was changed. Wait for it to finish, or choose another out_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {platform.node()}, since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def write_chunk(out_dir: Path, frame: pd.DataFrame) -> Path:
+    path = Path(out_dir) / CHUNKS / f"chunk-{chunk_name(frame['run_id'])}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_table(path, frame, "runs")
+    return path
+
+
+def chunk_name(run_ids) -> str:
+    """A chunk file's name: the hash of its run_ids, so a file is known by what it holds."""
+    return hashlib.sha1(",".join(run_ids).encode()).hexdigest()[:16]
+
+
+def foreign(frame: pd.DataFrame, path: Path, expected: set | None) -> str | None:
+    """Why a readable parquet in chunks/ is not one of this sweep's chunks (None: it is)."""
+    if not set(ID_COLUMNS + ["algorithm"]) <= set(frame.columns) or frame.empty:
+        return "not a phasescan chunk (its columns are not a runs table's)"
+    if path.stem.split("-", 1)[-1] != chunk_name(frame["run_id"]):
+        return "its name does not match its runs (not written by phasescan as it is)"
+    if expected is not None and not set(frame["run_id"]) <= expected:
+        return "runs of another sweep"
+    return None
+
+
+def chunk_frames(out_dir: Path, kind: str, why_foreign, quiet: bool = False) -> list[pd.DataFrame]:
+    """The readable files `chunks/<kind>-*.parquet` of this sweep: a damaged one, or one that
+    `why_foreign(frame, path, expected run_ids)` rejects (the manifest lists the sweep's
+    run_ids), is skipped and named on stderr (unless `quiet`: said once already)."""
+    manifest = read_manifest(out_dir) if (Path(out_dir) / MANIFEST).is_file() else None
+    expected = set(manifest["run_ids"]) if manifest and "run_ids" in manifest else None
+    frames = []
+    for f in sorted((Path(out_dir) / CHUNKS).glob(f"{kind}-*.parquet")):
+        try:
+            frame = pd.read_parquet(f)
+            why = why_foreign(frame, f, expected)
+        except Exception as error:  # pyarrow raises several types for a damaged file
+            why = f"unreadable, skipped: its runs count as not done ({type(error).__name__})"
+        else:
+            why = why and f"skipped, {why}"
+        if why and not quiet:
+            print(f"phasescan: {f}: {why}", file=sys.stderr)
+        elif not why:
+            frames.append(frame)
+    return frames
+
+
+def read_chunks(out_dir: Path, quiet: bool = False) -> pd.DataFrame | None:
+    """This sweep's finished chunks' rows, each run once (None if there are none). A damaged
+    file or one that is not the sweep's (another sweep's, a stray parquet) is skipped and named
+    (chunk_frames): its runs count as not done, and nothing foreign enters the table."""
+    frames = chunk_frames(out_dir, "chunk", foreign, quiet)
+    if not frames:
+        return None
+    frame = conform(pd.concat(frames, ignore_index=True))  # old and new chunks alike
+    return frame.drop_duplicates("run_id").sort_values("run_index").reset_index(drop=True)
+
+
+def assemble(out_dir: Path) -> pd.DataFrame:
+    """Write runs.parquet from every finished chunk, atomically; return the table."""
+    frame = read_chunks(out_dir, quiet=True)  # skipped files were named when the sweep began
+    write_table(Path(out_dir) / RUNS, frame, "runs")
+    return frame
+
+
+def load(path) -> pd.DataFrame:
+    """Read a results folder (or a runs.parquet file) into a DataFrame.
+
+    A folder whose sweep is still running or was interrupted is read from its finished chunks,
+    with a note on stderr saying how many runs are done.
+    """
+    path = Path(path)
+    if path.is_file():
+        return read_table(path)
+    if (path / RUNS).is_file():
+        try:
+            return read_table(path / RUNS)
+        except Exception as error:  # damaged outside phasescan: the chunks hold the same rows
+            print(f"phasescan: {path / RUNS}: unreadable ({type(error).__name__}); reading the "
+                  f"finished chunks instead", file=sys.stderr)
+    frame = read_chunks(path)
+    total = "?"
+    if (path / MANIFEST).is_file():
+        total = json.loads((path / MANIFEST).read_text()).get("n_runs", "?")
+    if frame is None:
+        if total != "?":
+            raise FileNotFoundError(f"{path}: sweep started, no results yet (0 of {total} runs done)")
+        raise FileNotFoundError(f"{path}: no phasescan results here (no {RUNS} and no {CHUNKS}/)")
+    print(f"phasescan: {path}: sweep unfinished, {len(frame)} of {total} runs done", file=sys.stderr)
+    return frame
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict:
+    """Package versions and the device, for the manifest."""
+    import jax
+
+    versions = {}
+    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "pandas", "pyarrow", "hydra-core"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    devices = jax.devices()
+    return {
+        "python": platform.python_version(),
+        "packages": versions,
+        "platform": devices[0].platform,
+        "device_kind": devices[0].device_kind,
+        "device_count": len(devices),
+        "host": platform.node(),
+        "git_commit": git_commit(),
+    }
+
+
+def write_manifest(out_dir: Path, manifest: dict) -> None:
+    """manifest.json: `manifest` with the schema version and the phasescan version that wrote
+    the folder's tables."""
+    manifest = manifest | {"schema_version": SCHEMA_VERSION, "phasescan_version": __version__}
+    write_atomic(Path(out_dir) / MANIFEST,
+                 lambda tmp: tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n"))
+
+
+def read_manifest(out_dir: Path) -> dict | None:
+    path = Path(out_dir) / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_config(out_dir: Path) -> dict:
+    """The sweep's resolved config (config.yaml), or the defaults when the folder has none."""
+    from omegaconf import OmegaConf
+
+    path = Path(out_dir) / CONFIG
+    if path.is_file() and path.stat().st_size:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    from ..spec.config import compose
+    return compose()
