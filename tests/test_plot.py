@@ -82,6 +82,20 @@ def test_bad_axis_is_one_short_error(tmp_path, capsys):
     assert (tmp_path / results.RUNS).is_file()
 
 
+def test_an_unswept_axis_is_refused_and_other_axes_write_beside_the_defaults(tmp_path, capsys):
+    write_table(tmp_path, synthetic({32: 0.3, 128: 0.6}, seeds=3))
+    assert plot.main([str(tmp_path), "x=lr", "--no-inspect"]) == 2  # lr is a column, not swept
+    assert "x=lr: not swept" in capsys.readouterr().err and not (tmp_path / "figures").exists()
+    assert plot.main([str(tmp_path), "--no-inspect"]) == 0
+    before = (tmp_path / "figures" / "phase_diagram.png").read_bytes()
+    assert plot.main([str(tmp_path), "x=d_model", "y=attn_rate", "--no-inspect"]) == 0
+    figures = tmp_path / "figures"
+    assert (figures / "phase_diagram_d_model-attn_rate.png").is_file()
+    assert (figures / "phase_diagram.png").read_bytes() == before  # the default figure untouched
+    swapped = pd.read_csv(figures / "boundary_d_model-attn_rate.csv")
+    assert set(swapped["x_axis"]) == {"d_model"} and set(swapped["y_axis"]) == {"attn_rate"}
+
+
 def test_every_figure_from_a_tiny_sweep(tmp_path):
     """The end-of-sweep figures (plot=true) and the single-model inspection from saved weights."""
     out = tmp_path / "sweep"

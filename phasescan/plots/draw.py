@@ -77,7 +77,15 @@ def draw(results_dir, x: str = "attn_rate", y: str = "d_model", formats=("png",)
 
     out_dir = Path(results_dir)
     frame = results.load(out_dir)
+    default = table.resolve_axes(frame)[:2]
     x, y, pooled = table.resolve_axes(frame, x, y)
+    swept = table.swept_axes(frame)
+    not_swept = [f"{key}={name}: not swept in {out_dir} (swept: {', '.join(swept) or 'none'})"
+                 for key, name in (("x", x), ("y", y)) if name not in swept and (x, y)[key == "y"] != default[key == "y"]]
+    if not_swept:
+        raise ConfigError(not_swept)
+    # Axes other than the sweep's own get their own files beside the default figures.
+    suffix = "" if (x, y) == default else f"_{x}-{y}"
     bad = [f for f in formats if f not in ("png", "pdf", "svg")]
     if bad:
         raise ConfigError(f"--formats {','.join(bad)}: allowed png, pdf, svg")
@@ -88,12 +96,13 @@ def draw(results_dir, x: str = "attn_rate", y: str = "d_model", formats=("png",)
     folder.mkdir(parents=True, exist_ok=True)
 
     bounds = boundary.estimate(frame, x, y, against="clock")
-    results.write_atomic(folder / BOUNDARY_CSV, lambda tmp: bounds.to_csv(tmp, index=False))
-    paths = [folder / BOUNDARY_CSV]
+    csv = folder / BOUNDARY_CSV.replace(".csv", f"{suffix}.csv")
+    results.write_atomic(csv, lambda tmp: bounds.to_csv(tmp, index=False))
+    paths = [csv]
     with rc_context(STYLE):
         thresholds = results.read_config(out_dir).get("classify", {})
         for name, fig in sweep_figures(frame, x, y, pooled, bounds, thresholds, circular_only):
-            paths += save(fig, folder, name, formats)
+            paths += save(fig, folder, name + suffix, formats)
         if runs is None:
             runs = [] if inspect == "none" else pick_runs(frame, inspect == "saved", out_dir)
         metric_opts = results.read_config(out_dir)["metrics"] if runs else None
@@ -108,16 +117,16 @@ def draw(results_dir, x: str = "attn_rate", y: str = "d_model", formats=("png",)
             paths += save(inspection(row, d), folder, f"inspect_{row['run_id']}", formats)
             if freqs:
                 paths += save(circles_figure(row, d), folder, f"circles_{row['run_id']}", formats)
-    return paths + draw_beyond(out_dir, folder)
+    return paths + draw_beyond(out_dir, folder, formats)
 
 
-def draw_beyond(results_dir, figures_dir=None) -> list[Path]:
+def draw_beyond(results_dir, figures_dir=None, formats=("png",)) -> list[Path]:
     """The history and refinement figures that the results folder has data for."""
     results_dir = Path(results_dir)
     figures_dir = Path(figures_dir) if figures_dir else results_dir / "figures"
     paths = []
     if (results_dir / history.HISTORY).is_file():
-        paths += draw_history(results_dir, figures_dir)
+        paths += draw_history(results_dir, figures_dir, formats)
     if (results_dir / refine.REFINEMENT).is_file():
-        paths += draw_refinement(results_dir, figures_dir)
+        paths += draw_refinement(results_dir, figures_dir, formats)
     return paths

@@ -12,10 +12,10 @@ from ..analysis import refine
 from ..spec.classify import ALGORITHMS
 from ..store import results
 from .style import COLORS
-from .training import save_png
+from .training import save_pyplot
 
 
-def draw_refinement(results_dir, figures_dir) -> list[Path]:
+def draw_refinement(results_dir, figures_dir, formats=("png",)) -> list[Path]:
     results_dir = Path(results_dir)
     table = pd.read_parquet(results_dir / refine.REFINEMENT)
     runs = results.load(results_dir)
@@ -54,4 +54,4 @@ def draw_refinement(results_dir, figures_dir) -> list[Path]:
     right.set_xlabel(x.replace("_", " "))
     right.set_title("runs: grid (squares) and added by refinement (circles)")
     right.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    return [save_png(fig, Path(figures_dir) / "refinement.png")]
+    return save_pyplot(fig, Path(figures_dir), "refinement", formats)

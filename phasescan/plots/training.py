@@ -22,11 +22,16 @@ HISTORY_PANELS = [("test_acc", "test accuracy"), ("grad_sym", "gradient symmetri
                   ("dist_irr", "distance irrelevance"), ("circularity", "circularity")]
 
 
-def save_png(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    results.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
+def save_pyplot(fig, folder: Path, name: str, formats=("png",)) -> list[Path]:
+    """A pyplot figure written atomically in each format, then closed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = folder / f"{name}.{fmt}"
+        results.write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format=fmt))
+        paths.append(path)
     plt.close(fig)
-    return path
+    return paths
 
 
 def chosen_runs(hist: pd.DataFrame, max_runs: int = 6) -> list[str]:
@@ -37,7 +42,7 @@ def chosen_runs(hist: pd.DataFrame, max_runs: int = 6) -> list[str]:
     return list(firsts["run_id"].iloc[pick])
 
 
-def draw_history(results_dir, figures_dir) -> list[Path]:
+def draw_history(results_dir, figures_dir, formats=("png",)) -> list[Path]:
     hist = history.load(results_dir)
     figures_dir = Path(figures_dir)
     ids = chosen_runs(hist)
@@ -58,7 +63,7 @@ def draw_history(results_dir, figures_dir) -> list[Path]:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="lower right")
     fig.suptitle("Metrics during training (dotted: test accuracy first >= 0.9)", y=1.04)
-    paths = [save_png(fig, figures_dir / "history_metrics.png")]
+    paths = save_pyplot(fig, figures_dir, "history_metrics", formats)
 
     steps = np.sort(hist["step"].unique())
     shown = steps[np.unique(np.linspace(0, len(steps) - 1, min(5, len(steps))).round().astype(int))]
@@ -84,8 +89,8 @@ def draw_history(results_dir, figures_dir) -> list[Path]:
     pooled = [a for a in swept_axes(hist) if a != "attn_rate"]
     pooled = f"; pooled over {pooled_values(hist, pooled)}" if pooled else ""
     fig.suptitle(f"Algorithm per attention rate during training (all runs of each rate{pooled})", y=1.04)
-    paths.append(save_png(fig, figures_dir / "history_phases.png"))
-    paths.append(save_png(loss_history(hist), figures_dir / "history_loss.png"))
+    paths += save_pyplot(fig, figures_dir, "history_phases", formats)
+    paths += save_pyplot(loss_history(hist), figures_dir, "history_loss", formats)
     return paths
 
 

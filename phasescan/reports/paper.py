@@ -1,0 +1,267 @@
+"""A results folder compared with the paper, point by point (`python -m phasescan.report DIR
+--paper`; docs/reproduction.md is made of its output).
+
+The reference figures are those of ../shared/reference/clock-pizza.md (the authors' run tables,
+p = 59, 20,000 steps), written once below. From the folder's runs.parquet it computes:
+  * per width, the Pizza -> Clock boundary (the Pizza share among Pizza and Clock runs) with its
+    95% bootstrap interval, beside the Pizza share of all runs and the class that takes over there,
+    and the reference's boundary for that width;
+  * per attention-rate bin of 0.1 (all widths, then per width): median grad_sym, dist_irr and
+    dist_irr_top_wrong, the class shares, the share with circularity >= 0.995, beside the
+    reference's fixed-width medians;
+  * convergence: final training loss, parameter norm, test accuracy, spiking share;
+  * a verdict on each finding, by the rules written in `verdicts`, and what a run that could
+    resolve an unresolved one would need (models, and time at this folder's measured rate).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..analysis import boundary
+from ..engine.train import FIT_LOSS
+from ..spec.classify import ALGORITHMS
+from ..store import results
+
+CIRCULAR = 0.995  # the authors' plots keep models with circularity >= 0.995
+
+# The reference (clock-pizza.md), as it is written there.
+REFERENCE_BOUNDARY = [  # (smallest width, largest width, what the paper reports, a number for the verdict)
+    (32, 64, "about 0.5", 0.5),
+    (128, 256, "about 0.6", 0.6),
+    (256, 512, "Pizza almost to 1", 1.0),
+]
+REFERENCE_TRANSITION = (0.5, 0.7)  # fixed width d = 128: "the transition sits between alpha 0.5 and 0.7"
+REFERENCE_BINS = {  # attention-rate bins -> (median grad_sym, median dist_irr_top_wrong), d = 128, circular runs
+    "<= 0.4": ("~0.99", "~0.2-0.25"),
+    "0.9-1": ("~0.45", "~0.83"),
+}
+REFERENCE_CONVERGENCE = {
+    "train_loss": "1.45e-7 (quartiles 1.37e-7 / 1.52e-7); width sweep 1.51e-7",
+    "param_norm": "24.4 (quartiles 24.0 / 25.0); 24.2-25.0 in every width band",
+    "test_acc": "1.0 in 99% of runs",
+    "circularity": "median 0.989; a third >= 0.995; a quarter < 0.94",
+}
+LEARNED = ("pizza", "clock", "mixed", "other", "non_circular")
+
+
+def reference_boundary(width: int) -> str:
+    said = [text for lo, hi, text, _ in REFERENCE_BOUNDARY if lo <= width <= hi]
+    return " / ".join(said) if said else "not in the paper's width range (32-511)"
+
+
+def bin_of(rate: float) -> str:
+    """The 0.1-wide attention-rate bin of a rate: [0, 0.1), ..., [0.8, 0.9), [0.9, 1]."""
+    k = min(int(np.floor(round(rate * 10, 9))), 9)
+    return f"{k / 10:.1f}-{(k + 1) / 10:.1f}"
+
+
+def bins(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per 0.1 bin of attention rate: runs, median grad_sym / dist_irr / dist_irr_top_wrong,
+    the class shares, the share with circularity >= 0.995 and the medians among those runs."""
+    frame = runs.assign(bin=[bin_of(r) for r in runs["attn_rate"]])
+    rows = []
+    for name, group in frame.groupby("bin", sort=True):
+        circular = group[group["circularity"] >= CIRCULAR]
+        row = {"attn_rate bin": name, "runs": len(group)}
+        for metric in ("grad_sym", "dist_irr", "dist_irr_top_wrong"):
+            row[f"median {metric}"] = group[metric].median()
+        for metric in ("grad_sym", "dist_irr_top_wrong"):
+            row[f"{metric} (circ >= {CIRCULAR})"] = circular[metric].median() if len(circular) else np.nan
+        for name_ in ALGORITHMS:
+            share = (group["algorithm"] == name_).mean()
+            if share or name_ in ("pizza", "clock"):
+                row[name_] = share
+        row[f"circ >= {CIRCULAR}"] = (group["circularity"] >= CIRCULAR).mean()
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def convergence(runs: pd.DataFrame, by: str | None = "d_model") -> pd.DataFrame:
+    """Median (quartiles) of the final training loss and parameter norm, the share with test
+    accuracy 1 and with a loss spike after fitting, the circularity facts; per `by` and overall."""
+    def facts(group, label):
+        q = lambda c: f"{group[c].median():.3g} ({group[c].quantile(0.25):.3g} / {group[c].quantile(0.75):.3g})"
+        return {by or "runs": label, "runs": len(group), "train_loss": q("train_loss"), "param_norm": q("param_norm"),
+                "test_acc = 1": f"{(group['test_acc'] == 1).mean():.2f}",
+                "spiking": f"{(group['spike_loss'] > FIT_LOSS).mean():.2f}" if "spike_loss" in group else "n/a",
+                "circularity median": f"{group['circularity'].median():.3f}",
+                f"circ >= {CIRCULAR}": f"{(group['circularity'] >= CIRCULAR).mean():.2f}",
+                "circ < 0.94": f"{(group['circularity'] < 0.94).mean():.2f}"}
+    rows = [facts(g, v) for v, g in runs.groupby(by, sort=True)] if by else []
+    return pd.DataFrame(rows + [facts(runs, "all")])
+
+
+def boundaries(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per width: the Pizza share crossing of all runs (and what takes over), the Pizza -> Clock
+    boundary among Pizza and Clock runs with its interval, and the reference's."""
+    table = boundary.estimate(runs, "attn_rate", "d_model", "pizza", n_boot, seed, against="clock")
+    out = pd.DataFrame({
+        "d_model": table["d_model"],
+        "pizza share < 1/2 at": table["boundary"], "taken over by": table["replaced_by"],
+        "pizza -> clock": table["against_boundary"], "95% lo": table["against_lo"],
+        "95% hi": table["against_hi"], "status": table["against_status"],
+        "pizza+clock runs per cell": table["against_runs"],
+        "reference": [reference_boundary(int(d)) for d in table["d_model"]]})
+    return out
+
+
+def width_slope(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
+    """The slope of the Pizza -> Clock boundary against log2(width), with a bootstrap interval
+    (each width's runs resampled within cells). A width that stays Pizza-majority among Pizza
+    and Clock runs up to the largest rate ('above') counts as a boundary at that rate (censored:
+    the slope is then a lower bound); a width without a boundary otherwise is left out."""
+    rng = np.random.default_rng([seed, 2])
+    widths, points, boots = [], [], []
+    for width, group in runs.groupby("d_model", sort=True):
+        pair = group[group["algorithm"].isin(["pizza", "clock"])]
+        cells = boundary._cells(pair, "attn_rate", "pizza")
+        if not cells:
+            continue
+        xs = np.array([c[0] for c in cells])
+        at = boundary.first_crossing(xs, np.array([c[1].mean() for c in cells]))
+        top = float(group["attn_rate"].max())
+        if not np.isfinite(at):
+            if np.mean(cells[-1][1]) < 0.5:
+                continue  # Clock from the smallest rate on: no crossing to place
+            at = top
+        sample = boundary.bootstrap(cells, n_boot, rng)
+        sample = np.where(np.isfinite(sample), sample, top)
+        widths.append(np.log2(width)), points.append(at), boots.append(sample)
+    if len(widths) < 2:
+        return {"widths": len(widths), "slope": np.nan, "lo": np.nan, "hi": np.nan}
+    w = np.array(widths)
+    fit = lambda b: np.polyfit(w, b, 1)[0]
+    slopes = np.array([fit(np.array([b[i] for b in boots])) for i in range(n_boot)])
+    lo, hi = np.percentile(slopes, [2.5, 97.5])
+    return {"widths": len(widths), "slope": float(fit(np.array(points))), "lo": float(lo), "hi": float(hi)}
+
+
+def verdicts(runs: pd.DataFrame, bounds: pd.DataFrame, slope: dict) -> list[str]:
+    """The verdict on each finding, by explicit rules:
+    1. the attention-rate transition: at d = 128 (else the width nearest it) the Pizza -> Clock
+       boundary exists and its 95% interval overlaps the reference's 0.5-0.7: reproduced; a
+       crossing whose interval lies outside it, or none: not reproduced; no interval (too few
+       runs) or an interval wider than 0.5: not resolvable with this many seeds.
+    2. wider models stay Pizza to higher rates: the slope of the boundary on log2(width) has a
+       95% interval above 0: reproduced; below 0: contradicted; containing 0: not resolvable."""
+    widths = bounds["d_model"].to_numpy()
+    near = widths[np.argmin(np.abs(np.log2(widths) - 7))]
+    row = bounds.set_index("d_model").loc[near]
+    lo, hi = row["95% lo"], row["95% hi"]
+    if row["status"] != "crossing":
+        first = f"not reproduced: at d = {near} no Pizza -> Clock crossing ({row['status']})"
+    elif not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo > 0.5:
+        first = (f"not resolvable with this many seeds: at d = {near} the boundary is {row['pizza -> clock']:.2f} "
+                 f"but its 95% interval is {'not estimable' if not np.isfinite(lo) else f'[{lo:.2f}, {hi:.2f}]'}")
+    elif hi >= REFERENCE_TRANSITION[0] and lo <= REFERENCE_TRANSITION[1]:
+        first = (f"reproduced: at d = {near} the Pizza -> Clock boundary is {row['pizza -> clock']:.2f} "
+                 f"[{lo:.2f}, {hi:.2f}], overlapping the reference's 0.5-0.7")
+    else:
+        first = (f"not reproduced: at d = {near} the Pizza -> Clock boundary is {row['pizza -> clock']:.2f} "
+                 f"[{lo:.2f}, {hi:.2f}], outside the reference's 0.5-0.7")
+    s, slo, shi = slope["slope"], slope["lo"], slope["hi"]
+    if not np.isfinite(s):
+        second = f"not resolvable: a boundary at {slope['widths']} width(s) only"
+    elif slo > 0:
+        second = f"reproduced: the boundary rises by {s:.3f} per doubling of width [{slo:.3f}, {shi:.3f}]"
+    elif shi < 0:
+        second = f"contradicted: the boundary falls by {-s:.3f} per doubling of width [{slo:.3f}, {shi:.3f}]"
+    else:
+        second = (f"not resolvable with this many seeds: slope {s:+.3f} per doubling of width, "
+                  f"95% interval [{slo:+.3f}, {shi:+.3f}] contains 0")
+    return [f"1. The attention-rate transition: {first}.", f"2. Wider models stay Pizza to higher rates: {second}."]
+
+
+def needed(runs: pd.DataFrame, slope: dict, manifest: dict | None) -> str:
+    """Seeds (models) a run would need for the slope's interval to exclude 0 at the measured
+    slope (the interval narrows as 1/sqrt(seeds)), and the time at this folder's measured rate."""
+    s, lo, hi = slope["slope"], slope["lo"], slope["hi"]
+    if not np.isfinite(s) or lo > 0 or hi < 0 or s == 0:
+        return ""
+    seeds = int(runs.groupby(["d_model", "attn_rate"]).size().median())
+    factor = ((hi - lo) / 2 / abs(s)) ** 2
+    need_seeds = int(np.ceil(seeds * factor))
+    cells = runs.groupby(["d_model", "attn_rate"]).ngroups
+    text = (f"At the measured slope, the interval would exclude 0 with about {need_seeds} seeds per cell "
+            f"({need_seeds * cells} models on this grid, {factor:.1f}x this study's {len(runs)})")
+    wall = _wall_seconds(manifest)
+    if wall:
+        text += f": about {wall * factor / 3600:.1f} h on the machine that ran this folder ({wall / 60:.0f} min here)"
+    return text + "."
+
+
+def _wall_seconds(manifest: dict | None) -> float | None:
+    import datetime as dt
+    try:
+        start, end = (dt.datetime.fromisoformat(manifest[k]) for k in ("started", "finished"))
+    except (TypeError, KeyError, ValueError):
+        return None
+    return (end - start).total_seconds()
+
+
+def _md(frame: pd.DataFrame) -> str:
+    def cell(v):
+        if isinstance(v, (float, np.floating)):
+            return "" if np.isnan(v) else f"{v:.3g}"
+        return "" if v is None else str(v)
+    head = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    return "\n".join([head, rule] + ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)])
+
+
+def compare(out_dir: Path, n_boot: int = 1000) -> str:
+    """The whole comparison as Markdown."""
+    out_dir = Path(out_dir)
+    runs = results.load(out_dir)
+    manifest = results.read_manifest(out_dir)
+    bounds = boundaries(runs, n_boot)
+    slope = width_slope(runs, n_boot)
+    p = ", ".join(str(v) for v in sorted(runs["p"].unique()))
+    steps = ", ".join(str(v) for v in sorted(runs["steps"].unique()))
+    parts = [f"{len(runs)} runs, p = {p}, {steps} steps, widths {', '.join(str(w) for w in sorted(runs['d_model'].unique()))}"
+             f" (the reference: p = 59, 20,000 steps).\n",
+             "**Boundary per width** (Pizza -> Clock: the Pizza share among Pizza and Clock runs first below 1/2; "
+             "95% bootstrap interval over seeds):\n", _md(bounds) + "\n",
+             f"Slope of the boundary on log2(width): {slope['slope']:+.3f} per doubling, 95% interval "
+             f"[{slope['lo']:+.3f}, {slope['hi']:+.3f}] over {slope['widths']} widths.\n",
+             "**Per attention-rate bin, all widths** (reference, d = 128, circular runs, top-wrong DI: "
+             + "; ".join(f"{b}: grad_sym {g}, dist_irr_top_wrong {d}" for b, (g, d) in REFERENCE_BINS.items()) + "):\n",
+             _md(bins(runs)) + "\n"]
+    for width, group in runs.groupby("d_model", sort=True):
+        parts += [f"*d_model = {width}:*\n", _md(bins(group)) + "\n"]
+    parts += ["**Convergence** (reference: " + "; ".join(f"{k} {v}" for k, v in REFERENCE_CONVERGENCE.items()) + "):\n",
+              _md(convergence(runs)) + "\n", "**Verdicts**\n", "\n".join(verdicts(runs, bounds, slope)) + "\n"]
+    more = needed(runs, slope, manifest)
+    if more:
+        parts.append(more + "\n")
+    return "\n".join(parts)
+
+
+def settling_report(out_dir: Path, candidates=None) -> str:
+    """How many steps a study needs, from a folder's history (analysis.settling)."""
+    from ..analysis import settling
+    from ..store import history
+
+    hist = history.load(Path(out_dir))
+    runs = settling.per_run(hist)
+    steps = np.unique(hist["step"])
+    candidates = [int(s) for s in (candidates or steps[steps > 0]) if s in set(steps)]
+    by = [c for c in ("d_model",) if c in runs]
+    cols = ["label_settles"] + [f"{m}_settles" for m in settling.METRICS if f"{m}_settles" in runs]
+    summary = runs.groupby(by)[cols].agg(["median", "max"]) if by else runs[cols].agg(["median", "max"])
+    if by:
+        summary.columns = [f"{a} {b}" for a, b in summary.columns]
+        summary = summary.reset_index()
+    else:
+        summary = summary.T.reset_index()
+    changed = settling.changed_share(hist, candidates)
+    keep = ["run_id", *by, "attn_rate", "seed", "final_algorithm", *cols]
+    return "\n".join([
+        f"{len(runs)} runs, logged every {int(np.diff(steps)[0])} steps up to {int(steps[-1])}; a metric settles "
+        f"when it stays within {settling.TOLERANCE} of its last value, the label when it stays the last label.\n",
+        "**Settling steps per width** (median, max over runs):\n", _md(summary) + "\n",
+        "**Runs whose label at N steps differs from their label at the last step:**\n", _md(changed) + "\n",
+        "**Every run:**\n", _md(runs[[c for c in keep if c in runs]]) + "\n"])

@@ -1,0 +1,89 @@
+"""The comparison with the paper (phasescan.report --paper) and the settling analysis on small
+hand-built tables whose answers are known."""
+import numpy as np
+import pandas as pd
+
+from phasescan import report
+from phasescan.analysis import boundary, settling
+from phasescan.reports import paper
+
+
+def study(switch: dict, seeds: int = 6, unlearned_from: dict | None = None) -> pd.DataFrame:
+    """Per width: Pizza below its switch rate, Clock above; optionally unlearned from some rate."""
+    rows = []
+    for width, at in switch.items():
+        for rate in np.round(np.linspace(0, 1, 11), 2):
+            for seed in range(seeds):
+                label = "pizza" if rate < at else "clock"
+                if unlearned_from and rate >= unlearned_from.get(width, 2.0):
+                    label = "unlearned"
+                pizza = label == "pizza"
+                rows.append({"d_model": width, "attn_rate": rate, "seed": seed, "p": 23, "steps": 3000,
+                             "algorithm": label, "grad_sym": 0.99 if pizza else 0.4,
+                             "dist_irr": 0.2 if pizza else 0.8, "dist_irr_top_wrong": 0.25 if pizza else 0.85,
+                             "circularity": 0.999 if seed % 2 else 0.95, "test_acc": 1.0,
+                             "train_loss": 1e-7, "param_norm": 20.0, "spike_loss": 0.0})
+    return pd.DataFrame(rows)
+
+
+def test_boundary_names_what_takes_over_and_finds_pizza_to_clock_among_learned_runs():
+    # d = 16: unlearned from 0.3 on (the issue's case), Clock would only come at 0.75
+    runs = study({16: 0.75, 64: 0.55}, unlearned_from={16: 0.3})
+    table = boundary.estimate(runs, against="clock", n_boot=100).set_index("d_model")
+    assert table.loc[16, "status"] == "crossing" and table.loc[16, "replaced_by"] == "unlearned"
+    assert table.loc[16, "against_status"] == "above"  # no Clock run there: no Pizza -> Clock boundary
+    assert table.loc[64, "replaced_by"] == "clock" and 0.5 < table.loc[64, "against_boundary"] < 0.6
+    assert set(table["x_axis"]) == {"attn_rate"} and set(table["y_axis"]) == {"d_model"}
+
+
+def test_bins_medians_and_shares():
+    runs = study({128: 0.55})
+    table = paper.bins(runs).set_index("attn_rate bin")
+    assert list(table.index) == ["0.0-0.1", "0.1-0.2", "0.2-0.3", "0.3-0.4", "0.4-0.5", "0.5-0.6",
+                                 "0.6-0.7", "0.7-0.8", "0.8-0.9", "0.9-1.0"]
+    assert table.loc["0.9-1.0", "runs"] == 12  # rates 0.9 and 1.0 share the last bin
+    assert table.loc["0.0-0.1", "median grad_sym"] == 0.99 and table.loc["0.9-1.0", "median dist_irr_top_wrong"] == 0.85
+    assert table.loc["0.5-0.6", "pizza"] == 1.0 and table.loc["0.6-0.7", "clock"] == 1.0
+    assert table.loc["0.0-0.1", "circ >= 0.995"] == 0.5
+
+
+def test_verdicts_follow_their_rules():
+    rising = study({32: 0.45, 64: 0.55, 128: 0.65, 256: 0.75})
+    bounds = paper.boundaries(rising, n_boot=100)
+    slope = paper.width_slope(rising, n_boot=100)
+    assert 0.09 < slope["slope"] < 0.11 and slope["lo"] > 0  # +0.1 per doubling, seeds agree
+    first, second = paper.verdicts(rising, bounds, slope)
+    assert "reproduced" in first and "0.6" in first and second.split(": ")[1].startswith("reproduced")
+    falling = study({32: 0.95, 64: 0.35, 128: 0.65, 256: 0.25})
+    slope = paper.width_slope(falling, n_boot=100)
+    assert slope["hi"] < 0
+    assert paper.verdicts(falling, paper.boundaries(falling, n_boot=100), slope)[1].split(": ")[1].startswith(
+        "contradicted")
+
+
+def test_cli_paper(tmp_path, capsys):
+    study({32: 0.45, 128: 0.65}).to_parquet(tmp_path / "runs.parquet")
+    assert report.main([str(tmp_path), "--paper"]) == 0
+    out = capsys.readouterr().out
+    assert "**Verdicts**" in out and "| 128 |" in out and "about 0.6" in out
+
+
+def history(labels: dict[str, list[str]], grad_sym: dict[str, list[float]], every: int = 100) -> pd.DataFrame:
+    rows = []
+    for run_id, seq in labels.items():
+        for j, (label, gs) in enumerate(zip(seq, grad_sym[run_id])):
+            rows.append({"run_id": run_id, "step": j * every, "algorithm": label, "grad_sym": gs, "d_model": 16})
+    return pd.DataFrame(rows)
+
+
+def test_settling_steps_and_changed_share():
+    hist = history({"a": ["unlearned", "pizza", "clock", "clock", "clock"],
+                    "b": ["unlearned", "pizza", "pizza", "pizza", "pizza"],
+                    "c": ["pizza", "clock", "pizza", "clock", "pizza"]},
+                   {"a": [0.1, 0.5, 0.9, 0.95, 0.96], "b": [0.5] * 5, "c": [0.2, 0.3, 0.4, 0.5, 0.51]})
+    runs = settling.per_run(hist).set_index("run_id")
+    assert runs["label_settles"].to_dict() == {"a": 200, "b": 100, "c": 400}
+    assert runs["grad_sym_settles"].to_dict() == {"a": 300, "b": 0, "c": 300}
+    changed = settling.changed_share(hist, [100, 300, 400]).set_index("steps")
+    assert changed.loc[100, "label_differs"] == 2 and changed.loc[300, "label_differs"] == 1
+    assert changed.loc[400, "share_differs"] == 0
