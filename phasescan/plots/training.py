@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..analysis import settling
 from ..analysis.table import swept_axes  # noqa: E402
 from ..spec.classify import ALGORITHMS  # noqa: E402
 from ..store import history, results
@@ -91,7 +92,37 @@ def draw_history(results_dir, figures_dir, formats=("png",)) -> list[Path]:
     fig.suptitle(f"Algorithm per attention rate during training (all runs of each rate{pooled})", y=1.04)
     paths += save_pyplot(fig, figures_dir, "history_phases", formats)
     paths += save_pyplot(loss_history(hist), figures_dir, "history_loss", formats)
+    paths += save_pyplot(settling_figure(hist), figures_dir, "history_settling", formats)
     return paths
+
+
+def settling_figure(hist: pd.DataFrame):
+    """How many steps a study needs: per width, the share of runs whose label at each logged step
+    differs from their last label, and the median distance of each metric from its last value
+    (analysis/settling.py; `python -m phasescan.report DIR --settling` prints the numbers)."""
+    steps = np.sort(hist["step"].unique())[1:]
+    by = "d_model" if "d_model" in swept_axes(hist) else None
+    groups = list(hist.groupby(by, sort=True)) if by else [("all runs", hist)]
+    fig, axes = plt.subplots(1, 1 + len(settling.METRICS), figsize=(4 * (1 + len(settling.METRICS)), 3.4),
+                             squeeze=False)
+    for colour, (value, group) in zip(OKABE_ITO, groups):
+        changed = settling.changed_share(group, steps)
+        name = f"d_model {value}" if by else value
+        axes[0, 0].plot(changed["steps"], changed["share_differs"], color=colour, label=name)
+        for ax, metric in zip(axes[0, 1:], settling.METRICS):
+            ax.plot(changed["steps"], changed[f"median |d {metric}|"], color=colour, label=name)
+    axes[0, 0].set_title("label differs from the last step's")
+    axes[0, 0].set_ylabel("share of runs")
+    axes[0, 0].legend(fontsize=7)
+    for ax, metric in zip(axes[0, 1:], settling.METRICS):
+        ax.set_title(f"median |{metric} - last|")
+        ax.set_yscale("log")
+    for ax in axes[0]:
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle(f"When labels and metrics settle ({hist['run_id'].nunique()} runs, logged every "
+                 f"{int(steps[1] - steps[0]) if len(steps) > 1 else 0} steps)", y=1.04)
+    return fig
 
 
 def loss_history(hist: pd.DataFrame):
