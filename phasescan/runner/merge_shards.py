@@ -1,13 +1,6 @@
-"""The shards of one sweep joined into SWEEP_DIR/runs.parquet (`python -m phasescan.merge SWEEP_DIR`).
-
-The shards are the results folders under SWEEP_DIR (each has config.yaml and manifest.json,
-written by `python -m phasescan ... sweep.num_shards=N sweep.shard=i`). The merge checks that they
-belong to one sweep (same config apart from the shard index and settings that do not change
-results), that every shard 0..N-1 is there exactly once, and that each holds exactly the runs the
-grid assigns it. Then it writes SWEEP_DIR/runs.parquet, config.yaml and manifest.json, so
-SWEEP_DIR reads like the folder of the same sweep run in one process. Nothing is written when
-a check fails.
-"""
+"""The shards of one sweep joined into SWEEP_DIR/runs.parquet, config.yaml and manifest.json
+(`python -m phasescan.merge SWEEP_DIR`; its docstring says what is checked): `merge` checks every
+shard against the others and the grid, and writes nothing when a check fails."""
 from __future__ import annotations
 
 import time
@@ -17,7 +10,7 @@ import pandas as pd
 import yaml
 
 from ..spec import grid, shard
-from ..spec.config import ConfigError
+from ..spec.config import ConfigError, is_int
 from ..store import history, results
 from .sweep import sweep_identity
 
@@ -59,11 +52,26 @@ def sweep_settings(cfg: dict) -> dict:
 
 
 def read_shard_configs(sweep_dir: Path) -> dict[Path, dict]:
-    configs = {}
+    """Each shard folder's config.yaml (resolved: a shard written before config.yaml was may
+    hold interpolations), its manifest.json read too: a damaged file is one line each."""
+    configs, problems = {}, []
     for folder in find_shards(sweep_dir):
-        cfg = yaml.safe_load((folder / results.CONFIG).read_text())
-        if isinstance(cfg, dict) and isinstance(cfg.get("sweep"), dict):
+        try:
+            if not (folder / results.CONFIG).stat().st_size:
+                raise ConfigError(f"{folder / results.CONFIG}: empty (changed outside phasescan, "
+                                  "which writes it whole)")
+            cfg = results.parse_config(folder / results.CONFIG)
+            results.read_manifest(folder)
+        except OSError as error:
+            problems.append(f"{folder}: unreadable ({error.strerror or error})")
+            continue
+        except ConfigError as error:
+            problems += error.problems
+            continue
+        if isinstance(cfg.get("sweep"), dict):
             configs[folder] = cfg
+    if problems:
+        raise MergeError(problems)
     if not configs:
         raise MergeError([f"{sweep_dir}: no shard results here (no folder with "
                           f"{results.CONFIG} and {results.MANIFEST} below it)"])
@@ -90,6 +98,8 @@ def check_one_sweep(configs: dict[Path, dict]) -> tuple[dict, int, dict[int, Pat
             continue
         by_index.setdefault(index, []).append(folder)
     n = first["sweep"].get("num_shards", 1)
+    if not is_int(n) or n < 1:  # every folder said so above
+        raise MergeError(problems)
     for index, folders in sorted(by_index.items()):
         if len(folders) > 1:
             problems.append(f"shard {index} of {n}: found {len(folders)} times "
