@@ -141,16 +141,21 @@ def width_slope(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
 
 def verdicts(runs: pd.DataFrame, bounds: pd.DataFrame, slope: dict) -> list[str]:
     """The verdict on each finding, by explicit rules:
-    1. the attention-rate transition: at d = 128 (else the width nearest it) the Pizza -> Clock
-       boundary exists and its 95% interval overlaps the reference's 0.5-0.7: reproduced; a
-       crossing whose interval lies outside it, or none: not reproduced; no interval (too few
-       runs) or an interval wider than 0.5: not resolvable with this many seeds.
+    1. the attention-rate transition, in two parts. Present: every width has a Pizza -> Clock
+       crossing (Pizza among Pizza and Clock runs at the low rates, Clock at the high ones).
+       Located: at d = 128 (else the width nearest it) the crossing's 95% interval overlaps
+       the reference's 0.5-0.7: reproduced; an interval outside it, or no crossing: not
+       reproduced; no interval (too few runs) or one wider than 0.5: not resolvable.
     2. wider models stay Pizza to higher rates: the slope of the boundary on log2(width) has a
        95% interval above 0: reproduced; below 0: contradicted; containing 0: not resolvable."""
     widths = bounds["d_model"].to_numpy()
     near = widths[np.argmin(np.abs(np.log2(widths) - 7))]
     row = bounds.set_index("d_model").loc[near]
     lo, hi = row["95% lo"], row["95% hi"]
+    crossing = bounds["status"] == "crossing"
+    present = (f"present at every width ({', '.join(str(w) for w in widths)})" if crossing.all() else
+               f"present at {crossing.sum()} of {len(widths)} widths (none at "
+               f"{', '.join(str(w) for w in widths[~crossing.to_numpy()])})")
     if row["status"] != "crossing":
         first = f"not reproduced: at d = {near} no Pizza -> Clock crossing ({row['status']})"
     elif not (np.isfinite(lo) and np.isfinite(hi)) or hi - lo > 0.5:
@@ -172,7 +177,8 @@ def verdicts(runs: pd.DataFrame, bounds: pd.DataFrame, slope: dict) -> list[str]
     else:
         second = (f"not resolvable with this many seeds: slope {s:+.3f} per doubling of width, "
                   f"95% interval [{slo:+.3f}, {shi:+.3f}] contains 0")
-    return [f"1. The attention-rate transition: {first}.", f"2. Wider models stay Pizza to higher rates: {second}."]
+    return [f"1. The attention-rate transition: {present}; its location {first}.",
+            f"2. Wider models stay Pizza to higher rates: {second}."]
 
 
 def needed(runs: pd.DataFrame, slope: dict, manifest: dict | None) -> str:
