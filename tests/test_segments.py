@@ -112,3 +112,21 @@ def test_the_bar_moves_during_a_chunk(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "bucket 1 of 1: 4 models" in proc.stderr
     assert "models/s" in proc.stderr and "model-steps/s" in proc.stderr and "ETA" in proc.stderr
+
+
+def test_the_bar_shows_a_rate_from_the_first_finished_segment():
+    """One segment that takes longer than rich's default 30 s window would leave '? models/s';
+    the rate is over everything done so far, so one advance is enough (here 0.2 s apart)."""
+    import io
+    import time
+
+    from phasescan.spec.progress import Progress
+    out = io.StringIO()
+    bar = Progress(total_models=4, total_steps=400, stream=out)
+    time.sleep(0.2)
+    bar.advance(200)
+    bar.models_done(2)
+    bar.close()
+    text = out.getvalue()
+    assert "? models/s" not in text and "model-steps/s" in text
+    assert "2/4 models done,  50% of model-steps" in text

@@ -27,11 +27,14 @@ class _Rates(ProgressColumn):
     """model-steps/s, the models/s they make, elapsed time and ETA."""
 
     def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
+        # The rate over everything this process did (a segment can take minutes: rich's own
+        # speed needs two updates inside its window), from the first finished segment on.
+        done = task.completed - task.fields["start_steps"]
+        speed = done / task.elapsed if done > 0 and task.elapsed else None
         per_model = task.fields["steps_per_model"]
         rates = (f"{speed / per_model:.3g} models/s ({speed:.3g} model-steps/s)" if speed
                  else "? models/s")
-        eta = _duration(task.time_remaining) if speed and not task.finished else \
+        eta = _duration((task.total - task.completed) / speed) if speed and not task.finished else \
             ("0s" if task.finished else "?")
         return Text(f"{rates}  elapsed {_duration(task.elapsed)}  ETA {eta}")
 
@@ -42,11 +45,11 @@ class Progress:
         # A log file gets whole lines, not a bar wrapped at 80 columns
         self.console = Console(file=stream, highlight=False, width=None if stream.isatty() else 160)
         self.bar = RichProgress(TextColumn("phasescan"), BarColumn(bar_width=24),
-                                TextColumn("{task.fields[models]}/{task.fields[total_models]} models "
-                                           "{task.percentage:>3.0f}%"),
+                                TextColumn("{task.fields[models]}/{task.fields[total_models]} models done, "
+                                           "{task.percentage:>3.0f}% of model-steps"),
                                 _Rates(), console=self.console, transient=False)
         self.task = self.bar.add_task("sweep", total=max(total_steps, 1), completed=done_steps,
-                                      models=done_models, total_models=total_models,
+                                      models=done_models, total_models=total_models, start_steps=done_steps,
                                       steps_per_model=max(total_steps, 1) / max(total_models, 1))
         self.bar.start()
 
