@@ -5,7 +5,9 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import sys
+import threading
 from pathlib import Path
 
 import hydra
@@ -56,20 +58,16 @@ def main(cfg: DictConfig) -> None:
     app.start_backend(cfg_dict)
     out_dir = None  # known once results_dir has run; Ctrl-C may come before
     try:
-        out_dir = app.results_dir(cfg_dict, hydra_dir(cfg_dict))
+        out_dir = SECOND_SIGNAL.out_dir = app.results_dir(cfg_dict, hydra_dir(cfg_dict))
         frame, out_dir = app.execute(cfg_dict, out_dir, command=command_line(),
                                      overrides=list(HydraConfig.get().overrides.task),
-                                     cfg_yaml=OmegaConf.to_yaml(cfg))
+                                     cfg_yaml=OmegaConf.to_yaml(cfg, resolve=True))
     except ConfigError as error:
         fail(error)
     except KeyboardInterrupt as stop:
-        if out_dir is None or not (Path(out_dir) / "manifest.json").exists():
-            print(f"phasescan: interrupted before anything was written. Run it again: "
-                  f"{resume_command(None)}", file=sys.stderr)
-        else:
-            kept = f"{stop}; finished chunks are kept" if str(stop) else "finished chunks are kept"
-            print(f"phasescan: interrupted: {kept} in {out_dir}. Resume with: "
-                  f"{resume_command(out_dir)}", file=sys.stderr)
+        SECOND_SIGNAL.report(interrupted_line(out_dir, str(stop)))
+        if SECOND_SIGNAL.count >= 2:  # a device program may still run: no clean-up that waits on it
+            os._exit(130)
         sys.exit(130)
     except OSError as error:  # a read-only folder, a full disk: one line, finished chunks kept
         print(f"phasescan: cannot write {error.filename or out_dir}: {error.strerror or error}; "
@@ -94,11 +92,77 @@ def command_line() -> str:
     return " ".join([program(), *map(shlex.quote, sys.argv[1:])])
 
 
+def interrupted_line(out_dir: Path | None, stop: str = "") -> str:
+    """What an interrupted sweep prints last: what is kept and the command that resumes it."""
+    if out_dir is None or not (Path(out_dir) / "manifest.json").exists():
+        return f"phasescan: interrupted before anything was written. Run it again: {resume_command(None)}"
+    kept = f"{stop}; finished chunks are kept" if stop else "finished chunks are kept"
+    return f"phasescan: interrupted: {kept} in {out_dir}. Resume with: {resume_command(out_dir)}"
+
+
+class SecondSignal:
+    """The second Ctrl-C (or SIGTERM) ends the process at once, whatever it is doing.
+
+    The first asks for a clean stop (sweep.StopRequest: after the current segment, its state
+    saved) or raises KeyboardInterrupt; either way the main thread prints the resume line and
+    exits. But a main thread waiting on a device program cannot be interrupted (XLA's wait is
+    not Python's), nor can sys.exit finish while one runs: JAX's exit handlers wait for it. So
+    a thread of its own counts the signals, told of each by the C-level handler through
+    signal.set_wakeup_fd (written even while the main thread is blocked), and at the second
+    prints the resume line (once, whichever thread gets there first) and calls os._exit(130):
+    only the unsaved part of the current chunk is lost, as with kill -9, which every write of
+    the sweep survives."""
+
+    def __init__(self):
+        self.count, self.out_dir = 0, None  # out_dir: for the resume line, once known
+        self._said = threading.Lock()
+
+    def __reduce__(self):
+        # A multirun's launcher (submitit) pickles `main`, and with it this module's globals
+        # when it runs as __main__: a job gets a fresh one, not listening (its launcher's).
+        return SecondSignal, ()
+
+    def install(self) -> None:
+        """From the main thread, before anything runs (the Python-level handlers of SIGINT
+        and SIGTERM stay what they are: this only listens)."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals reach the main thread only; whoever runs us there handles them
+        receive, send = socket.socketpair()
+        send.setblocking(False)  # set_wakeup_fd's requirement
+        signal.set_wakeup_fd(send.fileno(), warn_on_full_buffer=False)
+        self._sockets = receive, send  # kept open for the process's life
+        threading.Thread(target=self._listen, args=(receive,), name="phasescan-second-signal",
+                         daemon=True).start()
+
+    def _listen(self, receive: socket.socket) -> None:
+        stops = {int(signal.SIGINT), int(signal.SIGTERM)}
+        while True:
+            data = receive.recv(64)
+            if not data:
+                return
+            self.count += sum(number in stops for number in data)
+            if self.count >= 2:
+                # Straight to the file descriptor: no lock of sys.stderr's, which the main
+                # thread might hold, is waited for.
+                self.report(interrupted_line(self.out_dir), lambda text: os.write(2, text.encode()))
+                os._exit(130)
+
+    def report(self, line: str, write=None) -> None:
+        """Print the line on stderr unless the other thread has printed it."""
+        if self._said.acquire(blocking=False):
+            (write or (lambda text: print(text, end="", file=sys.stderr, flush=True)))(line + "\n")
+
+
+SECOND_SIGNAL = SecondSignal()
+
+
 def resume_command(out_dir: Path | None) -> str:
     """This command again, writing to the same folder (out_dir made explicit)."""
+    from .overrides import quote_value
+
     args = [a for a in sys.argv[1:] if not a.startswith("out_dir=")]
-    if out_dir is not None:
-        args.append(f"out_dir={out_dir}")
+    if out_dir is not None:  # quoted for Hydra's grammar (spaces, accents), then for the shell
+        args.append(f"out_dir={quote_value(str(out_dir))}")
     return " ".join([program(), *map(shlex.quote, args)])
 
 
@@ -122,6 +186,7 @@ def terminate(signum, frame):
 def cli() -> None:
     """The `phasescan` command (and `python -m phasescan`)."""
     signal.signal(signal.SIGTERM, terminate)
+    SECOND_SIGNAL.install()
     if "--version" in sys.argv[1:]:  # Hydra's own flag would print Hydra's version
         print(version_line())
         return
@@ -133,8 +198,7 @@ def cli() -> None:
             fail(ConfigError(problems))
         main()
     except KeyboardInterrupt:  # before Hydra started: nothing was written
-        print(f"phasescan: interrupted before anything was written. Run it again: "
-              f"{resume_command(None)}", file=sys.stderr)
+        SECOND_SIGNAL.report(interrupted_line(None))
         sys.exit(130)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import time
 from contextlib import contextmanager
@@ -40,12 +41,12 @@ def setup_logging(exclusive: bool = True) -> None:
 
 
 def start_backend(cfg: dict) -> None:
-    """Determinism and the persistent compile cache: before JAX starts its backend."""
-    from .engine.compile_cache import enable as enable_compile_cache
+    """Determinism: before JAX starts its backend (validation asks for the devices). It writes
+    nothing; the persistent compile cache is enabled by `execute`, once the config is valid
+    (its folder is created then, not before)."""
     from .engine.determinism import enable as enable_determinism
 
     enable_determinism(cfg.get("deterministic", True) is True)
-    enable_compile_cache(cfg.get("compile_cache"))
 
 
 def results_dir(cfg: dict, hydra_dir: Path | None = None) -> Path:
@@ -54,7 +55,11 @@ def results_dir(cfg: dict, hydra_dir: Path | None = None) -> Path:
     may not use (every shard of a sweep must write under the same folder). A shard writes into
     <that>/shard-<i>-of-<N>/ (phasescan.shard)."""
     from .spec import shard
+    from .spec.config import path_problems
 
+    problems = path_problems({"out_dir": cfg.get("out_dir")})
+    if problems:  # before it becomes a Path (a number, an empty string: the current folder)
+        raise ConfigError(problems)
     if cfg["out_dir"] is not None:
         base = Path(cfg["out_dir"])
     elif hydra_dir is not None:
@@ -110,10 +115,12 @@ def execute(cfg: dict, out_dir: Path, *, command: str, overrides: list[str],
             cfg_yaml: str | None = None) -> tuple[pd.DataFrame, Path]:
     """Validate, train, measure and record the sweep; return (runs table, the folder used).
     Raises ConfigError for a bad configuration (nothing trained or written then)."""
+    from .engine.compile_cache import enable as enable_compile_cache
     from .runner.sweep import choose_out_dir, make_plan, run_sweep
 
     check_overrides(overrides, cfg)
     plan = make_plan(cfg)  # the one validation: everything below reads the plan
+    enable_compile_cache(cfg.get("compile_cache"))  # validated: its folder may be created now
     out_dir = choose_out_dir(plan, out_dir)  # out_dir_taken=sibling may move it
     frame = run_sweep(plan, out_dir, cfg_yaml,
                       record=lambda folder: recorded(folder, command, overrides))
@@ -134,7 +141,8 @@ def draw_figures(out_dir: Path) -> bool:
             paths = draw.draw(out_dir, inspect="saved")
         except Exception as error:
             log.error("drawing the figures failed (%s: %s); results are kept, retry with "
-                      "`python -m phasescan.plot %s`", type(error).__name__, error, out_dir)
+                      "`python -m phasescan.plot %s`", type(error).__name__, error,
+                      shlex.quote(str(out_dir)))
             return False
         log.info("figures (%d files) -> %s", len(paths), out_dir / draw.FIGURES)
     return True

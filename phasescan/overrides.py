@@ -7,6 +7,7 @@ the rest of the command line, before anything is trained or written.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -26,6 +27,16 @@ def quote_ranges(args: list[str]) -> list[str]:
             arg = f"{key}='{value.strip()}'"
         quoted.append(arg)
     return quoted
+
+
+def quote_value(text: str) -> str:
+    """`text` as a value Hydra's override grammar reads back as exactly `text`: as it is when
+    plain (letters, digits, `_/.-+:@`), else in single quotes, a quote and the backslashes
+    before a quote or the end escaped, `${` escaped so OmegaConf does not interpolate it."""
+    if re.fullmatch(r"[A-Za-z0-9_/.\-+:@]+", text):
+        return text
+    escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, text).replace("'", "\\'")
+    return "'" + escaped.replace("${", "\\${") + "'"
 
 
 def config_groups(conf_dir: Path = CONF_DIR) -> dict[str, list[str]]:

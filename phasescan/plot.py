@@ -26,11 +26,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from flax.errors import FlaxError
+
 from .analysis import table
 from .plots.diagrams import CIRCULAR_MIN
 from .plots.draw import draw
 from .spec.config import ConfigError
-from .store import results
+from .store import results, weights
+
+
+def first_sentence(error: Exception) -> str:
+    """flax's message without its link to the docs."""
+    return str(error).split(" (https://", 1)[0].strip().splitlines()[0].rstrip(".")
 
 
 def main(argv=None) -> int:
@@ -62,6 +69,16 @@ def main(argv=None) -> int:
         return 2
     except FileNotFoundError as error:
         print(f"phasescan.plot: {error}", file=sys.stderr)
+        return 2
+    except weights.UnreadableWeights as error:  # a kept weights file, damaged outside phasescan
+        print(f"phasescan.plot: cannot read {error}; delete it to train the model again, or "
+              "leave the run out of --runs (--no-inspect: no single-model figures)", file=sys.stderr)
+        return 2
+    except FlaxError as error:  # kept weights whose shapes are not the run's (flax's shape check)
+        print(f"phasescan.plot: the kept weights of {'a run' if not args.runs else args.runs} (in "
+              f"{weights.path_of(args.results_dir, '<run_id>').parent}) do not fit the run's "
+              f"config: {first_sentence(error)}; delete the file to train the model again, or "
+              "--no-inspect", file=sys.stderr)
         return 2
     except OSError as error:  # a read-only folder, a full disk: one line, the results untouched
         print(f"phasescan.plot: cannot write {error.filename or args.results_dir}: "

@@ -3,6 +3,7 @@ wrong, and nothing already written is lost or overwritten."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from phasescan.engine.chunk import compile_chunk, run_chunk
 from phasescan.engine.train import Spec
 from phasescan.runner.sweep import run_sweep
 from phasescan.spec import grid
+from phasescan.spec.config import ConfigError
 from phasescan.store import results, weights
 
 
@@ -177,3 +179,258 @@ def test_sigterm_during_start_up_is_one_line(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
     assert "interrupted" in err and "python -m phasescan" in err
+
+
+# --- issue 30: wrong labels, tracebacks instead of one line ----------------------------------------
+
+@pytest.fixture(scope="module")
+def kept(tmp_path_factory):
+    """A finished tiny sweep that kept its weights (copied by each test that damages it)."""
+    out = tmp_path_factory.mktemp("kept") / "sweep"
+    frame = run_sweep(compose(*TINY, "save_weights=all"), out)
+    return out, frame
+
+
+def copy_of(folder, tmp_path):
+    import shutil
+    return Path(shutil.copytree(folder, tmp_path / "copy"))
+
+
+def refused(*overrides) -> list[str]:
+    """The problems make_plan reports for TINY with these overrides (none: a plan)."""
+    from phasescan.runner.sweep import make_plan
+    from phasescan.spec.config import ConfigError
+    try:
+        make_plan(compose(*TINY, *overrides))
+    except ConfigError as error:
+        assert all("\n" not in p for p in error.problems)
+        return error.problems
+    return []
+
+
+def test_a_modulus_or_split_whose_metrics_mean_nothing_is_refused(tmp_path):
+    """p = 2, 3 trained one step were labelled Clock (a test set of one pair, every embedding a
+    circle); circularity needs more Fourier frequencies than its 4 principal components."""
+    with pytest.raises(ConfigError) as error:
+        run_sweep(compose("sweep=demo", "sweep.axes.p=[2,3]", "sweep.axes.d_model=[4]",
+                          "sweep.axes.attn_rate=[0.0,1.0]", "train.steps=1", "sweep.seeds=1",
+                          "plot=false"), tmp_path / "out")
+    assert error.value.problems[0].startswith("sweep.axes.p[0]=2: must be >= 8: with fewer than 4 "
+                                              "Fourier frequencies")
+    assert not (tmp_path / "out").exists()
+    assert refused("task.p=7")[0].startswith("task.p=7: must be >= 8")
+    assert refused("task.p=8") == []
+    # a handful of test pairs: test_acc means nothing; no test set at all is fine (acc labels)
+    assert refused("task.train_frac=0.95") == [
+        "task.train_frac=0.95: leaves 7 test pairs at task.p=11; test_acc needs >= 10 (train_frac "
+        "<= 0.9173, or 1.0: no test set, accuracy over all pairs labels the model)"]
+    assert refused("task.train_frac=0.9173") == refused("task.train_frac=1.0") == []
+
+
+def test_the_evaluator_refuses_a_split_the_sweep_refuses(kept, tmp_path, capsys):
+    """A file whose train_frac leaves no train pair was measured and called `diverged`."""
+    from phasescan import evaluate
+    out, frame = kept
+    arrays = weights.load(weights.path_of(out, frame["run_id"].iloc[0]))
+    for key, value, says in [
+            ("train_frac", 0.0001, "train_frac=0.0001: leaves no train pair at p=11"),
+            ("train_frac", 0.99, "train_frac=0.99: leaves 2 test pairs at p=11"),
+            ("p", 5, "p=5: must be >= 8"),
+            ("data_seed", 2**32, "data_seed=4294967296: must lie in 0..4294967295")]:
+        path = tmp_path / f"{key}.npz"
+        np.savez(path, **arrays | {key: np.asarray(value)})
+        assert evaluate.main([str(path)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_seeds_beyond_32_bits_are_refused_at_validation():
+    assert refused("sweep.seed_start=4294967296", "task.split_seed=4294967296") == [
+        "task.split_seed=4294967296: must lie in 0..4294967295 (a 32-bit JAX random seed)",
+        "sweep.seed_start=4294967296: the seeds 4294967296..4294967297 must lie in 0..4294967295 "
+        "(32-bit JAX random seeds; sweep.seeds=2)"]
+    assert refused(f"sweep.seed_start={2**32 - 2}", f"task.split_seed={2**32 - 1}") == []
+
+
+def test_an_unusable_compile_cache_is_refused_before_anything_is_created(tmp_path, monkeypatch):
+    import phasescan
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        phasescan.run([*TINY, "compile_cache=true", "train.lr=-1"], out_dir=tmp_path / "out")
+    assert error.value.problems == [
+        "train.lr=-1.0: must be > 0",
+        "compile_cache=True: must be a folder path (default ~/.cache/phasescan/jax) or null / false "
+        "(no persistent cache)"]
+    assert list(tmp_path.iterdir()) == []  # no ./True, no out_dir
+    with pytest.raises(ConfigError, match=r"^compile_cache=/dev/null/x: cannot be created: /dev/null "
+                                          r"is a file, not a folder; choose another folder, or "
+                                          r"compile_cache=null"):
+        phasescan.run([*TINY, "compile_cache=/dev/null/x"], out_dir=tmp_path / "out")
+    (tmp_path / "file").write_text("")
+    assert refused(f"compile_cache={tmp_path / 'file'}") == [
+        f"compile_cache={tmp_path / 'file'}: is a file, not a folder; choose another folder, or "
+        "compile_cache=null (no persistent cache)"]
+    assert refused(f"compile_cache={tmp_path / 'new' / 'cache'}") == []
+    assert list(tmp_path.iterdir()) == [tmp_path / "file"]
+
+
+DAMAGED_CONFIGS = {"sweep: {a: [": "not valid YAML (expected the node content",
+                   "- 1": "holds list [1], not a config",
+                   "x: ${oc.env:NOPE}": "x: InterpolationResolutionError",
+                   "classify: 5": "classify=5: expected a mapping"}
+DAMAGED_MANIFESTS = {'{"sweep_identity": "ab': "unreadable (JSONDecodeError",
+                     "[]": "holds list [], not a manifest", '"x"': "holds str 'x', not a manifest"}
+
+
+@pytest.mark.parametrize("text, says", DAMAGED_CONFIGS.items())
+def test_a_damaged_config_yaml_is_one_line_in_report_plot_and_the_reader(kept, tmp_path, capsys,
+                                                                         text, says):
+    from phasescan import plot, report
+    folder = copy_of(kept[0], tmp_path)
+    (folder / results.CONFIG).write_text(text + "\n")
+    with pytest.raises(ConfigError, match=f"^{folder / results.CONFIG}: "):
+        results.read_config(folder)
+    for command in (report.main, plot.main):
+        assert command([str(folder)] + (["--no-inspect"] if command is plot.main else [])) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("text, says", DAMAGED_MANIFESTS.items())
+def test_a_damaged_manifest_is_one_line_in_load_and_the_sweep(kept, tmp_path, text, says):
+    import phasescan
+    folder = copy_of(kept[0], tmp_path)
+    (folder / results.MANIFEST).write_text(text)
+    (folder / results.RUNS).unlink()  # load reads the manifest for an unfinished folder
+    with pytest.raises(ConfigError) as error:
+        phasescan.load(folder)
+    assert error.value.problems == [next(p for p in error.value.problems if says in p)]
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match="holds an unreadable manifest.json; nothing in it was changed"):
+        run_sweep(compose(*TINY, "save_weights=all"), folder)
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+
+
+def test_damaged_shard_files_are_one_line_each_in_merge(kept, tmp_path, capsys):
+    import shutil
+
+    from phasescan import merge
+    sweep_dir = tmp_path / "sharded"
+    for i in (0, 1):
+        shutil.copytree(kept[0], sweep_dir / f"shard-{i}-of-2")
+    (sweep_dir / "shard-0-of-2" / results.CONFIG).write_text("sweep: {a: [\n")
+    (sweep_dir / "shard-1-of-2" / results.MANIFEST).write_text("")
+    assert merge.main([str(sweep_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"phasescan.merge: {sweep_dir}: cannot merge:" and len(err) == 3, err
+    assert "shard-0-of-2/config.yaml: not valid YAML" in err[1]
+    assert "shard-1-of-2/manifest.json: unreadable (JSONDecodeError" in err[2]
+    assert sorted(p.name for p in sweep_dir.iterdir()) == ["shard-0-of-2", "shard-1-of-2"]
+
+
+def test_plot_with_damaged_kept_weights_is_one_line(kept, tmp_path, capsys):
+    from phasescan import plot
+    out, frame = kept
+    run = frame["run_id"].iloc[0]
+    folder = copy_of(out, tmp_path)
+    path = weights.path_of(folder, run)
+    good = path.read_bytes()
+    path.write_bytes(good[:300])  # truncated
+    assert plot.main([str(folder), "--runs", run]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"phasescan.plot: cannot read {path}: not a readable .npz file") and "\n" not in err
+    path.write_bytes(good)
+    arrays = weights.load(path)
+    np.savez(path, **arrays | {"embed": arrays["embed"][:, :8]})  # not the run's d_model
+    assert plot.main([str(folder), "--runs", run]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"phasescan.plot: the kept weights of {run}") and "\n" not in err, err
+    assert 'For parameter "embed"' in err and "(11, 8)" in err
+
+
+@pytest.mark.parametrize("overrides, says", [
+    ({"task": 5}, "task=5: expected a mapping of p, "),
+    ({"sweep": None}, "sweep=None: expected a mapping of name, seeds, "),
+    ({"sweep": {"axes": None}}, "sweep.axes=None: expected a mapping of p, train_frac, "),
+    ({"sweep": "width_vs_attn"}, "sweep='width_vs_attn': expected a mapping"),
+    ({"out_dir": 5}, "out_dir=5: must be null (results/<sweep.name>/<time>/) or a folder path"),
+    ({"out_dir": ""}, "out_dir='': must be null"),
+    ({"task": {"pp": 1}}, "task.pp: unknown key (allowed: p, "),
+    ({"sweep": {"axes": {"nope": [1]}}}, "sweep.axes.nope: unknown axis (allowed: p, "),
+    ({"train": {"warmup_steps": "${train.nope}"}}, "train.warmup_steps: Interpolation key 'train.nope'"),
+    ([5], "overrides[0]=5: expected a string key=value"),
+    ([None], "overrides[0]=None: expected a string key=value"),
+    (["task.p"], "task.p: not an override (expected key=value): missing EQUAL"),
+    (["task.p=[1,"], "task.p=[1,: not an override"),
+])
+def test_the_python_api_names_the_bad_key(tmp_path, monkeypatch, overrides, says):
+    import phasescan
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        phasescan.run(overrides)
+    assert len(error.value.problems) == 1 and error.value.problems[0].startswith(says), error.value.problems
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_python_api_takes_the_dict_form_range_and_interpolations(tmp_path):
+    import phasescan
+    from phasescan.runner.sweep import make_plan
+    cfg, _, _ = phasescan.configure({"task": {"p": 11}, "train": {"warmup_steps": "${train.steps}"},
+                                     "sweep": {"axes": {"attn_rate": {"linspace": [0, 1, 3]}}}},
+                                    out_dir=tmp_path / "a b" / "ü ñ é")
+    plan = make_plan(cfg)
+    assert sorted({r["attn_rate"] for r in plan.runs}) == [0.0, 0.5, 1.0]
+    assert cfg["train"]["warmup_steps"] == cfg["train"]["steps"]
+    assert cfg["out_dir"] == str(tmp_path / "a b" / "ü ñ é")
+
+
+def test_config_yaml_is_written_resolved_and_shards_with_interpolations_merge(tmp_path):
+    """A shard's config.yaml kept `${train.steps}`, and the merge read it as a string."""
+    import phasescan
+    from phasescan.runner.merge_shards import merge
+    out = tmp_path / "one"
+    run_cli(*TINY, "train.steps=40", "train.warmup_steps=${train.steps}", f"out_dir={out}")
+    assert results.read_config(out)["train"]["warmup_steps"] == 40
+    assert "${" not in (out / results.CONFIG).read_text()
+    sweep_dir = tmp_path / "sharded"  # shards written by an earlier phasescan: unresolved
+    for i in (0, 1):
+        phasescan.run([*TINY, "train.steps=40", "train.warmup_steps=40", "sweep.num_shards=2",
+                       f"sweep.shard={i}"], out_dir=sweep_dir)
+        config = sweep_dir / f"shard-{i}-of-2" / results.CONFIG
+        config.write_text(config.read_text().replace("warmup_steps: 40", "warmup_steps: ${train.steps}"))
+    assert len(merge(sweep_dir)) == 4
+    assert results.read_config(sweep_dir)["train"]["warmup_steps"] == 40
+
+
+def test_the_resume_command_runs_when_pasted_for_any_folder_name(tmp_path, monkeypatch):
+    import shlex
+
+    from phasescan import __main__ as cli
+    folder = tmp_path / "a b" / "ü ñ é it's \\"
+    monkeypatch.setattr(sys, "argv", ["phasescan", *TINY, "out_dir=elsewhere"])
+    command = cli.resume_command(folder)
+    assert command.startswith("phasescan ") and "out_dir=elsewhere" not in command
+    pasted = shlex.split(command)[1:]  # as the shell hands it over
+    proc = subprocess.run([sys.executable, "-m", "phasescan", *pasted, "--cfg", "job"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import yaml
+    assert yaml.safe_load(proc.stdout)["out_dir"] == str(folder)
+
+
+def test_validation_is_linear_in_an_axis_length_and_run_ids_are_unchanged():
+    """values.count in a set comprehension: 80k values took 80 s; a million-run grid did not
+    finish make_plan. 200,000 runs now take a second or two (the bound is only a hang guard)."""
+    code = ("import sys, time; from phasescan.spec.config import compose; "
+            "from phasescan.runner.sweep import make_plan; start = time.perf_counter(); "
+            "plan = make_plan(compose(*sys.argv[1:])); print(len(plan.runs), time.perf_counter() - start)")
+    proc = subprocess.run([sys.executable, "-c", code, *TINY, "sweep.seeds=1",
+                           "sweep.axes.attn_rate='linspace(0,1,200000)'"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # a subprocess: a hang fails
+    n_runs, seconds = proc.stdout.split()
+    assert int(n_runs) == 200_000 and float(seconds) < 30, proc.stderr[-2000:]
+    assert refused("sweep.axes.attn_rate=[0.5,0.25,0.5]")[0].startswith("sweep.axes.attn_rate: repeats 0.5")
+    # the fast run_ids are run_id's own, for axes of every type, variants and a fixed split
+    runs = grid.expand(compose(*TINY, "sweep.axes.act=[relu,gelu]", "sweep.axes.batch_size=[null,32]",
+                               "task.split_seed=7", "sweep.variants=[{lr: 0.001},{lr: 0.01, beta1: 0.5}]"))
+    assert len(runs) == 32 and all(run["run_id"] == grid.run_id(run) for run in runs)

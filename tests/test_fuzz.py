@@ -106,3 +106,75 @@ def test_any_weights_file_is_read_and_checked_or_refused_in_a_line(tmp_path, con
         assert "\n" not in problem and len(problem) < 400, problem
     if not problems:  # a consistent file: its arrays are as small as the file itself
         assert all(np.asarray(v).size < 10_000 for v in loaded.values())
+
+
+# --- the Python API's config mappings, and a folder's config.yaml / manifest.json --------------------
+
+LEAVES = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**12, 10**12),
+    st.floats(allow_nan=True, allow_infinity=True, width=32),
+    st.sampled_from(["relu", "add", "ab_sep", "auto", "all", "", "x", "linspace(0,1,3)",
+                     "${train.steps}", "${nope}", "${oc.env:NOPE}", "/dev/null/x", "true"]))
+VALUES_OR_LISTS = st.one_of(LEAVES, st.lists(LEAVES, max_size=3))
+SECTION_KEYS = ["p", "train_frac", "split_seed", "op", "d_model", "n_heads", "attn_rate", "kind",
+                "steps", "lr", "batch_size", "warmup_steps", "log_every", "seeds", "seed_start",
+                "axes", "variants", "chunk_size", "num_shards", "shard", "min_test_acc",
+                "grad_sym_triples", "n_circles", "linspace", "bogus"]
+SECTIONS = st.dictionaries(
+    st.sampled_from(SECTION_KEYS),
+    st.one_of(VALUES_OR_LISTS, st.dictionaries(st.sampled_from(SECTION_KEYS), VALUES_OR_LISTS, max_size=3)),
+    max_size=3)
+TOP_KEYS = ["task", "model", "train", "sweep", "classify", "metrics", "refinement", "out_dir",
+            "plot", "compile_cache", "save_weights", "tracking", "nonsense", 5]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(TOP_KEYS), st.one_of(VALUES_OR_LISTS, SECTIONS), max_size=4))
+def test_any_python_api_mapping_gives_a_plan_or_short_errors(tmp_path_factory, mapping):
+    """phasescan.run(mapping) up to training: configure, the folder's name, the plan."""
+    import phasescan
+    from phasescan import app
+
+    cwd = tmp_path_factory.mktemp("api")
+    before = os.getcwd()
+    os.chdir(cwd)
+    try:
+        try:
+            cfg, _, _ = phasescan.configure(mapping)
+            app.results_dir(cfg)
+            make_plan(cfg)
+        except ConfigError as error:
+            for problem in error.problems:
+                assert "\n" not in problem and len(problem) < 600, problem
+                assert "=" in problem or ":" in problem, problem  # names the key
+        assert list(cwd.iterdir()) == []  # validation writes nothing
+    finally:
+        os.chdir(before)
+
+
+FRAGMENTS = st.sampled_from([
+    "sweep:", " {a: [", "- 1", "x: ${oc.env:NOPE}", "task: {p: 11}", "classify: 5", "\n", "  ",
+    ": :", "[", "]", "{", "}", '"', "'", "#", "&a", "*a", "!!python/object:os.system", "\x00",
+    "${task.p}", "null", "1e400", "sweep: {name: x}", "metrics: [1]", "\t", "é"])
+CONTENTS = st.one_of(st.lists(FRAGMENTS, max_size=6).map("".join), st.text(max_size=60),
+                     st.binary(max_size=40))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(CONTENTS, CONTENTS)
+def test_any_config_yaml_or_manifest_is_read_or_refused_in_a_line(tmp_path, config, manifest):
+    from phasescan.store import results
+
+    for name, content, read in ((results.CONFIG, config, results.read_config),
+                                (results.MANIFEST, manifest, results.read_manifest)):
+        path = tmp_path / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        try:
+            value = read(tmp_path)
+        except ConfigError as error:
+            assert len(error.problems) == 1 and "\n" not in error.problems[0], error.problems
+            assert error.problems[0].startswith(str(path)), error.problems
+            continue
+        assert isinstance(value, dict), value

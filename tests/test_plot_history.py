@@ -23,6 +23,7 @@ def test_figures_from_tables(tmp_path):
     table.to_parquet(tmp_path / refine.REFINEMENT)
     paths = draw.draw_beyond(tmp_path, tmp_path / "figs")
     assert sorted(p.name for p in paths) == ["history_loss.png", "history_metrics.png", "history_phases.png",
+                                             "history_settling.png",
                                                  "refinement.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)
     assert len(training.chosen_runs(history.load(tmp_path))) == 6

@@ -263,7 +263,7 @@ def test_other_errors_and_one_model_out_of_memory_are_not_retried():
     ("model.attn_rate=1.5", "model.attn_rate=1.5: must lie in [0, 1]"),
     ("sweep.axes.attn_rate=[0,-0.5]", "sweep.axes.attn_rate[1]=-0.5: must lie in [0, 1]"),
     ("model.n_heads=3", "model.d_model=16: must be divisible by model.n_heads=3"),
-    ("task.p=1", "task.p=1: must be >= 2"),
+    ("task.p=1", "task.p=1: must be >= 8"),
     ("task.train_frac=0", "task.train_frac=0.0: must lie in (0, 1]"),
     ("task.train_frac=1.5", "task.train_frac=1.5: must lie in (0, 1]"),
     ("train.steps=0", "train.steps=0: must be > 0"),
@@ -291,7 +291,7 @@ def test_each_bad_input_names_key_value_and_allowed(override, says, tmp_path):
 
 
 @pytest.mark.parametrize("override, says", [
-    ("sweep=nope", "sweep=nope: unknown sweep (allowed: demo, fixed_width, model_a_vs_b, variants, width_vs_attn)"),
+    ("sweep=nope", "sweep=nope: unknown sweep (allowed: cpu_steps, cpu_width_vs_attn, demo, fixed_width, model_a_vs_b, variants, width_vs_attn)"),
     ("sweep.axes.foo=[1]", "sweep.axes.foo=[1]: unknown axis (allowed: p, train_frac,"),
     ("model.dmodel=32", "model.dmodel=32: unknown key in model (allowed: kind, d_model,"),
     ("classify.min_acc=0.5", "classify.min_acc=0.5: unknown key in classify (allowed: min_test_acc,"),

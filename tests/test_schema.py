@@ -86,8 +86,8 @@ def test_metadata_and_manifest_hold_the_versions(sweeps):
         for path in files:
             meta = pq.read_schema(path).metadata
             assert meta[b"phasescan.schema_version"] == str(results.SCHEMA_VERSION).encode()
-            assert meta[b"phasescan.spec.version"] == phasescan.__version__.encode()
-            assert meta[b"phasescan.analysis.table"] == (b"history" if "history" in path.name else b"runs")
+            assert meta[b"phasescan.version"] == phasescan.__version__.encode()
+            assert meta[b"phasescan.table"] == (b"history" if "history" in path.name else b"runs")
         manifest = json.loads((folder / results.MANIFEST).read_text())
         assert manifest["schema_version"] == results.SCHEMA_VERSION
         assert isinstance(manifest["schema_version"], int)

@@ -28,7 +28,7 @@ def jax_side(m: ref.Transformer):
     spec = train.Spec.from_run({"p": P, "train_frac": 0.8, "d_model": D, "n_layers": 1, "n_heads": 4,
                                 "act": "relu", "steps": 1, "batch_size": None, "kind": "transformer",
                                 "op": "add", "input_format": "ab", "precision": "float32",
-                                "cross_entropy": "accurate", "log_every": None})
+                                "cross_entropy": "accurate", "log_every": None, "dynamics_every": 1})
     dataset = data.Dataset(P)
     net = train.build_net(spec, dataset, jnp.float32(m.attn_rate))
     return spec, dataset, net, weights.to_params(arrays)

@@ -92,25 +92,41 @@ def segment_steps(spec: Spec, requested: int | None = None) -> int:
     return segment
 
 
-def chunk_function(fn: Callable, chunk_size: int, n_devices: int, vmap_group: int | None) -> Callable:
-    """`fn` of one model (all arguments per model) as a function of the chunk: each device
-    handles its share, `vmap_group` models side by side (vmapped), the groups one after another
-    (lax.map); None: the whole share side by side. (On a CPU, batched matmuls can be slower
-    than one model's: docs/benchmarks.md measures both.)"""
-    per_device = chunk_size // n_devices
-    if vmap_group is None or vmap_group >= per_device:
+def chunk_function(fn: Callable, size: int, vmap_group: int | None) -> Callable:
+    """`fn` of one model (all arguments per model) as a function of `size` models on one
+    device: `vmap_group` models side by side (vmapped), the groups one after another (lax.map);
+    None: all of them side by side. (On a CPU, batched matmuls can be slower than one model's:
+    docs/benchmarks.md measures both.)"""
+    if vmap_group is None or vmap_group >= size:
         return jax.vmap(fn)
 
     def on_device(*args):
         return jax.lax.map(lambda a: fn(*a), args, batch_size=None if vmap_group == 1 else vmap_group)
-    if n_devices == 1:
-        return on_device
+    return on_device
 
-    def chunk(*args):  # (chunk,) -> (device, share): the sharded axis stays the leading one
-        by_device = lambda x: x.reshape(n_devices, per_device, *x.shape[1:])
-        out = jax.vmap(on_device)(*jax.tree_util.tree_map(by_device, args))
-        return jax.tree_util.tree_map(lambda x: x.reshape(chunk_size, *x.shape[2:]), out)
-    return chunk
+
+def on_devices(fn: Callable, mesh: Mesh, in_specs: tuple) -> Callable:
+    """`fn` of one device's share of the models as a function of the whole chunk: with several
+    devices a shard_map, so that each device runs `fn` on its own models and nothing else (no
+    program may hold a collective: the models are independent, and a partitioner left to itself
+    gathers what it cannot split, e.g. the metrics' FFT, onto every device); with one device
+    `fn` itself, the program it always was (the same bits)."""
+    if mesh.size == 1:
+        return fn
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=PartitionSpec("model"))
+
+
+def measure_group(devices: list, vmap_group: int | None) -> int | None:
+    """Models measured side by side per device. On a CPU with several devices, one at a time:
+    there the devices' programs run together on XLA's intra-op thread pool (one thread per
+    core), and jaxlib's batched LAPACK kernels (the SVD of circularity's principal components)
+    split their batch over that same pool and block until it is done; with every pool thread
+    blocked so in one device's SVD, nothing runs the pieces, and the sweep hung forever in the
+    final measurement (docs/scale-out.md, Several devices). A batch of one is not split.
+    Training holds no LAPACK call: it keeps `vmap_group`."""
+    if len(devices) > 1 and devices[0].platform == "cpu":
+        return 1
+    return vmap_group
 
 
 def abstract_inputs(chunk_size: int) -> tuple:
@@ -137,25 +153,32 @@ def compile_chunk(spec: Spec, chunk_size: int, metric_opts: dict, devices: list 
     """The bucket's programs, compiled ahead of time so compile time is measured on its own.
 
     The model axis is split over `devices` (default: the default device) with a 1-D mesh:
-    models are independent, so each device trains its share with no communication."""
+    models are independent, so each device trains and measures its share with no communication
+    (on_devices: no program holds a collective)."""
     devices = devices or jax.devices()[:1]
     if chunk_size % len(devices):
         raise ValueError(f"chunk_size={chunk_size} is not a multiple of {len(devices)} devices")
     mesh = Mesh(np.asarray(devices), ("model",))
     models, same = NamedSharding(mesh, PartitionSpec("model")), NamedSharding(mesh, PartitionSpec())
     program: Program = make_program(spec, segment_steps(spec, segment), metric_opts)
-    batched = lambda fn: chunk_function(fn, chunk_size, len(devices), vmap_group)
+    share = chunk_size // len(devices)  # each device's models
+    per_model = PartitionSpec("model")
     keys, hp = abstract_inputs(chunk_size)
-    init = jax.jit(batched(program.init), in_shardings=models, out_shardings=models)
+    init = jax.jit(on_devices(chunk_function(program.init, share, vmap_group), mesh, (per_model,) * 2),
+                   in_shardings=models, out_shardings=models)
     state = jax.eval_shape(init, keys, hp)
 
     def advance(state, keys, hp, start):  # `start` is shared by the chunk: not vmapped
-        return batched(lambda s, k, h: program.advance(s, k, h, start))(state, keys, hp)
+        return chunk_function(lambda s, k, h: program.advance(s, k, h, start), share, vmap_group)(
+            state, keys, hp)
+    advance = on_devices(advance, mesh, (per_model,) * 3 + (PartitionSpec(),))
     start = jax.ShapeDtypeStruct((), jnp.int32)
     # Donating the state lets each segment update it in place (a CPU backend may ignore it).
     advance = jax.jit(advance, in_shardings=(models, models, models, same), out_shardings=models,
                       donate_argnums=0 if devices[0].platform != "cpu" else ())
-    measure = jax.jit(batched(program.measure), in_shardings=models, out_shardings=models)
+    measure = on_devices(chunk_function(program.measure, share, measure_group(devices, vmap_group)),
+                         mesh, (per_model,) * 2)
+    measure = jax.jit(measure, in_shardings=models, out_shardings=models)
     return ChunkProgram(init=init.lower(keys, hp).compile(),
                         advance=advance.lower(state, keys, hp, start).compile(),
                         measure=measure.lower(state, hp).compile(),
@@ -164,7 +187,10 @@ def compile_chunk(spec: Spec, chunk_size: int, metric_opts: dict, devices: list 
 
 
 def host(tree, n: int):
-    """Device arrays -> host numpy arrays of the first n models."""
+    """Device arrays -> host numpy arrays of the first n models. It waits for them first in
+    block_until_ready, where a signal's Python handler still runs (a Ctrl-C is heard while the
+    device computes); the copy's own wait does not let it run."""
+    tree = jax.block_until_ready(tree)
     return jax.tree_util.tree_map(lambda x: np.asarray(x)[:n], jax.device_get(tree))
 
 

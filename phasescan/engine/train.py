@@ -11,13 +11,15 @@ Only shape-changing fields (the `Spec`) are Python values.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from ..spec.config import MODEL_KINDS, STATIC, VMAPPED
+from ..spec.config import DYNAMICS_EVERY, MODEL_KINDS, STATIC, VMAPPED
+from ..spec.tasks import n_train
 from . import data, metrics, precision
 from .linear import KINDS as LINEAR_KINDS
 from .linear import LinearModel
@@ -37,6 +39,7 @@ class HParams(NamedTuple):
     beta1: jax.Array
     beta2: jax.Array
     warmup_steps: jax.Array
+    init_scale: jax.Array = 1.0  # added later (config.Field.default): last, with its default
 
     @classmethod
     def from_runs(cls, runs: list[dict]) -> "HParams":
@@ -77,6 +80,7 @@ class Spec:
     precision: str = "float32"  # precision.PRECISIONS
     cross_entropy: str = "accurate"  # loss.LOSSES: the training loss (metrics: always accurate)
     log_every: int | None = None  # metrics every log_every steps (None / 0: only at the end)
+    dynamics_every: int = DYNAMICS_EVERY  # the dynamics' test accuracy every K steps (DynamicsState)
 
     @classmethod
     def from_run(cls, run: dict) -> "Spec":
@@ -145,14 +149,38 @@ def warmup_schedule(hp: HParams) -> Callable:
     return schedule
 
 
+def scaled_weights(params, scale: jax.Array):
+    """`model.init_scale`: every weight (a leaf of >= 2 dimensions: embeddings, matrices, stacked
+    heads) multiplied by `scale`, the biases (1-D) as initialised (zero in the transformer)."""
+    return jax.tree_util.tree_map(lambda x: x * scale if x.ndim >= 2 else x, params)
+
+
+def n_correct(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """How many rows' largest logit is the label's (int32: an accuracy as an exact count; XLA
+    turns a float mean into a multiplication by 1/n, which is not exactly 1 at every n)."""
+    return jnp.sum(jnp.argmax(logits, axis=-1) == labels, dtype=jnp.int32)
+
+
+def compute_logits(spec: Spec, dataset: data.Dataset, attn_rate: jax.Array, params,
+                   tokens: jax.Array) -> jax.Array:
+    """The logits training sees: the forward pass under the precision policy (in the compute
+    dtype, params kept float32 by the caller)."""
+    net = build_net(spec, dataset, precision.for_compute(attn_rate, spec.precision))
+    return net.logits(precision.for_compute(params, spec.precision), tokens)
+
+
+def loss_and_correct(spec: Spec, dataset: data.Dataset, attn_rate: jax.Array, params,
+                     tokens: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The training loss, mean cross-entropy (`train.cross_entropy`) over `tokens` in float32
+    (backward in the compute dtype), and n_correct of the same logits."""
+    logits = compute_logits(spec, dataset, attn_rate, params, tokens)
+    return jnp.mean(LOSSES[spec.cross_entropy](logits, labels)), n_correct(logits, labels)
+
+
 def mean_loss(spec: Spec, dataset: data.Dataset, attn_rate: jax.Array, params, tokens: jax.Array,
               labels: jax.Array) -> jax.Array:
-    """The training loss: mean cross-entropy (`train.cross_entropy`) over `tokens`, under the
-    precision policy (forward and backward in the compute dtype, the loss in float32, params
-    kept float32 by the caller)."""
-    net = build_net(spec, dataset, precision.for_compute(attn_rate, spec.precision))
-    logits = net.logits(precision.for_compute(params, spec.precision), tokens)
-    return jnp.mean(LOSSES[spec.cross_entropy](logits, labels))
+    """The training loss alone (loss_and_correct)."""
+    return loss_and_correct(spec, dataset, attn_rate, params, tokens, labels)[0]
 
 
 # A model has fit its training set once its training loss is this low: every train pair is then
@@ -188,11 +216,107 @@ class SpikeState(NamedTuple):
         return self._asdict()
 
 
+DELAY_BITS = 20  # DynamicsState's delay: delay_lo holds the low 20 bits of the exact sum
+DELAY_WORD = 2 ** DELAY_BITS
+
+
+def least_count(rows: int, share: float) -> int:
+    """The fewest of `rows` right whose accuracy (a float64 count / rows, as Python divides) is
+    >= share: the learned threshold as an exact count (rows + 1: never)."""
+    for count in range(max(0, math.floor(share * rows) - 1), rows + 1):
+        if count / rows >= share:
+            return count
+    return rows + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicsRows:
+    """What the dynamics count against (static): the rows of a step's training accuracy (the
+    train pairs, or train.batch_size), the test pairs (0: none, train_frac = 1) and the learned
+    threshold (classify.min_test_acc) as the least count of each."""
+    train: int
+    test: int
+    learned: float
+
+    def __post_init__(self):
+        # the delay's per-step numerator (DynamicsState) is an int32 product of the two
+        if self.train * self.test >= 2**31 - DELAY_WORD:
+            raise ValueError(f"{self.train} x {self.test} rows: too many for the dynamics' int32 "
+                             "delay (p >= ~290)")
+
+    @property
+    def train_learned(self) -> int:
+        return least_count(self.train, self.learned)
+
+    @property
+    def test_learned(self) -> int:
+        return least_count(self.test, self.learned) if self.test else 1
+
+
+class DynamicsState(NamedTuple):
+    """Generalisation dynamics, carried through the training scan like SpikeState (no host
+    transfers): what the Clock and Pizza authors logged every step. Step t's accuracies are those
+    of the parameters before its update (their order): the training accuracy of the logits the
+    loss computes (a minibatch's with train.batch_size), the test accuracy of one forward pass
+    over the test pairs (every train.dynamics_every steps; -1 = not measured at t: the best so
+    far holds). Both are exact counts of right rows (DynamicsRows: out of how many, and the
+    learned threshold, classify.min_test_acc, as a count). docs/metrics.md.
+
+      memorize_step / generalize_step          first step with train / test accuracy >= learned
+      perfect_train_step / perfect_test_step   first step with train / test accuracy == 1
+      delay                                    sum over steps of best train accuracy so far minus
+                                               best test accuracy so far (generalization_delay1)
+    -1 where a step never came. The delay is summed exactly, as the integer numerator of
+    best_train / n_train - best_test / n_test over the common denominator n_train n_test, in two
+    int32 words (delay_hi * DELAY_WORD + delay_lo): one rounding at the end, whatever the number
+    of steps (a float32 sum would add each step's rounding of count / n, the same every step)."""
+    memorize_step: jax.Array
+    generalize_step: jax.Array
+    perfect_train_step: jax.Array
+    perfect_test_step: jax.Array
+    best_train: jax.Array  # int32 counts: the best so far
+    best_test: jax.Array
+    delay_hi: jax.Array
+    delay_lo: jax.Array  # 0 <= delay_lo < DELAY_WORD
+
+    @classmethod
+    def start(cls) -> "DynamicsState":
+        never, zero = jnp.int32(-1), jnp.int32(0)
+        return cls(never, never, never, never, zero, zero, zero, zero)
+
+    def update(self, step: jax.Array, train_correct: jax.Array, test_correct: jax.Array,
+               rows: DynamicsRows) -> "DynamicsState":
+        step = step.astype(jnp.int32)
+        first = lambda seen, reached: jnp.where((seen < 0) & reached, step, seen)
+        best_train = jnp.maximum(self.best_train, train_correct)
+        best_test = jnp.maximum(self.best_test, test_correct)  # -1 (not measured): no change
+        # this step's gap times n_train n_test, added to the two words exactly
+        total = self.delay_lo + (best_train * rows.test - best_test * rows.train)
+        carry = jnp.right_shift(total, DELAY_BITS)  # floor division, negative totals too
+        return DynamicsState(
+            memorize_step=first(self.memorize_step, train_correct >= rows.train_learned),
+            generalize_step=first(self.generalize_step, test_correct >= rows.test_learned),
+            perfect_train_step=first(self.perfect_train_step, train_correct == rows.train),
+            perfect_test_step=first(self.perfect_test_step, (test_correct == rows.test) & (rows.test > 0)),
+            best_train=best_train, best_test=best_test,
+            delay_hi=self.delay_hi + carry, delay_lo=total - carry * DELAY_WORD)
+
+    def columns(self, rows: DynamicsRows) -> dict[str, jax.Array]:
+        """The runs.parquet columns; without test pairs (train_frac = 1) the delay is NaN (the
+        test steps are -1: no test accuracy was ever measured)."""
+        numerator = self.delay_hi.astype(jnp.float32) * DELAY_WORD + self.delay_lo.astype(jnp.float32)
+        delay = numerator / jnp.float32(rows.train * rows.test) if rows.test else jnp.float32(jnp.nan)
+        return {"memorize_step": self.memorize_step, "generalize_step": self.generalize_step,
+                "perfect_train_step": self.perfect_train_step,
+                "perfect_test_step": self.perfect_test_step, "generalization_delay": delay}
+
+
 class TrainState(NamedTuple):
     """What one model's training carries from segment to segment."""
     params: Any
     opt_state: Any
     spikes: SpikeState
+    dynamics: DynamicsState
 
 
 class Program(NamedTuple):
@@ -212,14 +336,15 @@ class Program(NamedTuple):
     segment: int
 
 
-# The config's `metrics` options (conf/config.yaml), for callers that pass none.
+# The config's `metrics` options (conf/config.yaml), for callers that pass none, and
+# `learned_acc`, the dynamics' learned threshold: the sweep passes classify.min_test_acc.
 METRIC_DEFAULTS = {"grad_sym_triples": 300, "triples_seed": 0, "key_freq_min_share": 0.1,
-                   "n_circles": 3}
+                   "n_circles": 3, "learned_acc": 0.9}
 
 
 def make_program(spec: Spec, segment: int | None = None, metric_opts: dict | None = None) -> Program:
     """The bucket's Program; `segment` steps per advance (default: all of them at once);
-    `metric_opts` the config's `metrics` section."""
+    `metric_opts` the config's `metrics` section (and `learned_acc`: METRIC_DEFAULTS)."""
     segment = min(segment or spec.steps, spec.steps)
     opts = METRIC_DEFAULTS | (metric_opts or {})
     dataset = data.Dataset(spec.p, spec.op, spec.input_format)
@@ -228,20 +353,38 @@ def make_program(spec: Spec, segment: int | None = None, metric_opts: dict | Non
     def setup(hp: HParams):
         """What every function derives from a model's hyperparameters (cheap: recomputed)."""
         net = build_net(spec, dataset, hp.attn_rate)
-        train_idx, _ = data.split(jax.random.key(hp.data_seed), dataset.n_pairs, spec.train_frac)
+        train_idx, test_idx = data.split(jax.random.key(hp.data_seed), dataset.n_pairs, spec.train_frac)
         # Decoupled weight decay scaled by the learning rate, as PyTorch's AdamW and optax do.
         optimizer = optax.adamw(warmup_schedule(hp), b1=hp.beta1, b2=hp.beta2, eps=ADAM_EPS,
                                 weight_decay=hp.weight_decay)
-        return net, train_idx, optimizer
+        return net, (train_idx, test_idx), optimizer
+
+    n_train_pairs = n_train(dataset.n_pairs, spec.train_frac)
+    has_test = dataset.n_pairs > n_train_pairs
+    every = spec.dynamics_every or 1
+    rows = DynamicsRows(train=spec.batch_size or n_train_pairs, test=dataset.n_pairs - n_train_pairs,
+                        learned=opts["learned_acc"])
 
     def init(key: jax.Array, hp: HParams) -> TrainState:
         net, _, optimizer = setup(hp)
-        params = net.init(key)
-        return TrainState(params, optimizer.init(params), SpikeState.start())
+        params = scaled_weights(net.init(key), hp.init_scale)
+        return TrainState(params, optimizer.init(params), SpikeState.start(), DynamicsState.start())
 
     def advance(state: TrainState, key: jax.Array, hp: HParams, start: jax.Array) -> TrainState:
-        _, train_idx, optimizer = setup(hp)
+        _, (train_idx, test_idx), optimizer = setup(hp)
         train_tokens, train_labels = dataset.tokens[train_idx], dataset.labels[train_idx]
+        test_tokens, test_labels = dataset.tokens[test_idx], dataset.labels[test_idx]
+
+        def test_correct(params, step_index):
+            """One forward pass over the test pairs, every `every` steps (-1 between: the step
+            index is the chunk's, not per model, so the branch is a real one)."""
+            if not has_test:
+                return jnp.int32(-1)
+            forward = lambda params: n_correct(
+                compute_logits(spec, dataset, hp.attn_rate, params, test_tokens), test_labels)
+            if every == 1:
+                return forward(params)
+            return jax.lax.cond(step_index % every == 0, forward, lambda _: jnp.int32(-1), params)
 
         def loss_fn(params, step_key):
             # Full batch: every train pair (and only those: the test pairs cost nothing), every
@@ -251,13 +394,17 @@ def make_program(spec: Spec, segment: int | None = None, metric_opts: dict | Non
                 pick = jax.random.choice(step_key, len(train_labels), (spec.batch_size,),
                                          replace=False)
                 tokens, labels = tokens[pick], labels[pick]
-            return mean_loss(spec, dataset, hp.attn_rate, params, tokens, labels)
+            return loss_and_correct(spec, dataset, hp.attn_rate, params, tokens, labels)
 
         def step(state: TrainState, step_index) -> TrainState:
-            loss, grads = jax.value_and_grad(loss_fn)(state.params, jax.random.fold_in(key, step_index))
+            (loss, train_right), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                state.params, jax.random.fold_in(key, step_index))
+            # before the update, with the parameters the loss saw (the authors' order)
+            test_right = test_correct(state.params, step_index)
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             return TrainState(optax.apply_updates(state.params, updates), opt_state,
-                              state.spikes.update(step_index, loss))
+                              state.spikes.update(step_index, loss),
+                              state.dynamics.update(step_index, train_right, test_right, rows))
 
         def guarded(state, step_index):
             # `start` is the same for every model of a chunk (not vmapped): a real branch
@@ -268,11 +415,11 @@ def make_program(spec: Spec, segment: int | None = None, metric_opts: dict | Non
         return state
 
     def measure(state: TrainState, hp: HParams) -> dict[str, jax.Array]:
-        net, train_idx, _ = setup(hp)
+        net, (train_idx, _), _ = setup(hp)
         mask = data.indicator(train_idx, dataset.n_pairs)  # the metrics' train/test split
         return metrics.evaluate(net, state.params, dataset, mask, triples,
                                 opts["key_freq_min_share"], opts["n_circles"]) \
-            | state.spikes.columns()
+            | state.spikes.columns() | state.dynamics.columns(rows)
 
     under = lambda fn: precision.traced_under(spec.precision, fn)
     return Program(under(init), under(advance), under(measure), segment)

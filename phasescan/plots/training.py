@@ -103,18 +103,18 @@ def settling_figure(hist: pd.DataFrame):
     steps = np.sort(hist["step"].unique())[1:]
     by = "d_model" if "d_model" in swept_axes(hist) else None
     groups = list(hist.groupby(by, sort=True)) if by else [("all runs", hist)]
-    fig, axes = plt.subplots(1, 1 + len(settling.METRICS), figsize=(4 * (1 + len(settling.METRICS)), 3.4),
-                             squeeze=False)
+    shown = [m for m in settling.METRICS if m in hist]
+    fig, axes = plt.subplots(1, 1 + len(shown), figsize=(4 * (1 + len(shown)), 3.4), squeeze=False)
     for colour, (value, group) in zip(OKABE_ITO, groups):
         changed = settling.changed_share(group, steps)
         name = f"d_model {value}" if by else value
         axes[0, 0].plot(changed["steps"], changed["share_differs"], color=colour, label=name)
-        for ax, metric in zip(axes[0, 1:], settling.METRICS):
+        for ax, metric in zip(axes[0, 1:], shown):
             ax.plot(changed["steps"], changed[f"median |d {metric}|"], color=colour, label=name)
     axes[0, 0].set_title("label differs from the last step's")
     axes[0, 0].set_ylabel("share of runs")
     axes[0, 0].legend(fontsize=7)
-    for ax, metric in zip(axes[0, 1:], settling.METRICS):
+    for ax, metric in zip(axes[0, 1:], shown):
         ax.set_title(f"median |{metric} - last|")
         ax.set_yscale("log")
     for ax in axes[0]:

@@ -4,7 +4,6 @@ estimates with their intervals; the manifest line. `python -m phasescan.report` 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -138,8 +137,7 @@ def numbers(out_dir: Path, by: str = "attn_rate", y: str | None = None) -> Numbe
     groups = runs.groupby(y, sort=True) if y else [(None, runs)]
     blocks = [(y_value, summary(group, by, thresholds.get("min_circularity", 0.6)))
               for y_value, group in groups]
-    manifest_path = out_dir / results.MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    manifest = results.read_manifest(out_dir)  # a damaged one: one line (ConfigError)
     config_path = out_dir / results.CONFIG
     config_text = config_path.read_text() if config_path.is_file() else ""
     return Numbers(runs, by, y, pooled_axes(runs, by, y), blocks,

@@ -39,7 +39,7 @@ from ..engine.chunk import (
     split_history,
 )
 from ..engine.train import Spec
-from ..spec import grid, shard
+from ..spec import classify, grid, shard
 from ..spec.config import ConfigError, check_options, is_int
 from ..spec.progress import Progress
 from ..store import checkpoint, history, results, tracking, weights
@@ -61,7 +61,8 @@ def sweep_devices(sweep: dict) -> list:
 def sweep_identity(runs: list[dict], cfg: dict) -> str:
     """What makes two sweeps the same: their runs and how they are measured and labelled."""
     identity = {"run_ids": [r["run_id"] for r in runs], "metrics": cfg["metrics"],
-                "classify": cfg["classify"]}
+                # a threshold added later, at its default, is left out: older folders resume
+                "classify": classify.identity(cfg["classify"])}
     if any(r.get("log_every") for r in runs):  # a history is part of what the folder holds
         identity["log_every"] = sorted({r["log_every"] or 0 for r in runs})
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
@@ -196,6 +197,7 @@ def programs_of(spec: Spec, metric_opts: dict, size: int, compile_s: dict, devic
             programs[n] = compile_chunk(spec, n, metric_opts, devices, vmap_group=vmap_group,
                                         segment=segment)
             compile_s[repr(spec) if n == size else f"{spec!r} x{n}"] = round(time.perf_counter() - t0, 3)
+            log.debug("compiled the programs of %d models in %.1f s: training", n, time.perf_counter() - t0)
         return programs[n]
     return program
 
@@ -207,7 +209,9 @@ class Interrupted(KeyboardInterrupt):
 
 class StopRequest:
     """Set by the first Ctrl-C or SIGTERM: the sweep stops after the current segment. A second
-    one stops at once (KeyboardInterrupt), losing only the unsaved part of the chunk."""
+    one stops at once (KeyboardInterrupt), losing only the unsaved part of the chunk; the
+    command line (__main__.SecondSignal) then ends the process at once, even while a device
+    program runs, which no KeyboardInterrupt can stop."""
 
     def __init__(self):
         self.signal = None
@@ -404,7 +408,9 @@ def train_runs(cfg: dict, out_dir: Path, runs: list[dict], done_ids: set[str], m
                               sweep_cfg["max_chunk_size"], len(devices))
         progress.note(f"bucket {number} of {len(buckets)}: {len(bucket_runs)} models, p={spec.p} "
                       f"d_model={spec.d_model} steps={spec.steps} (compiling, then training)")
-        program = programs_of(spec, cfg["metrics"], size, manifest["compile_s"], devices,
+        # the dynamics' learned threshold is the label's (train.DynamicsState)
+        engine_opts = cfg["metrics"] | {"learned_acc": cfg["classify"]["min_test_acc"]}
+        program = programs_of(spec, engine_opts, size, manifest["compile_s"], devices,
                               sweep_cfg.get("vmap_group"), sweep_cfg.get("segment_steps"))
         fits = size  # models per program that fit the device (halved on running out of memory)
         for i in range(0, len(bucket_runs), size):

@@ -19,15 +19,43 @@ The model, first match wins:
   other         everything else (disagreeing metrics, no clear circle)
 Without circle columns (tables from before them) or circle thresholds, the circle steps are
 skipped.
+
+Beside the algorithm, each trained model gets a learning phase (Liu et al., "Towards
+Understanding Grokking", NeurIPS 2022) from its dynamics columns (train.DynamicsState: the
+first steps with train / test accuracy >= min_test_acc), first match wins:
+  diverged       non-finite loss or weights
+  confusion      never memorised: memorize_step = -1
+  memorization   memorised, never generalised within the run: generalize_step = -1
+  grokking       generalised more than grokking_delay steps after memorising
+  comprehension  otherwise (generalised at most grokking_delay steps after memorising)
+Without test pairs (train_frac = 1) generalisation is judged on the train pairs, which are then
+all pairs (as the algorithm's rule judges it on `acc`): a model that memorised comprehends.
+Neither label reads the other.
 """
 from __future__ import annotations
 
 import numpy as np
 
+# classify.grokking_delay's default (conf/classify/default.yaml; docs/metrics.md says why).
+GROKKING_DELAY = 200
+
 ALGORITHMS = ("clock", "pizza", "mixed", "other", "non_circular", "unlearned", "diverged")
+LEARNING_PHASES = ("comprehension", "grokking", "memorization", "confusion", "diverged")
 THRESHOLDS = ("min_test_acc", "min_circularity", "pizza_min_grad_sym", "pizza_max_dist_irr",
-              "clock_max_grad_sym", "clock_min_dist_irr", "circle_min_fve", "circle_margin")
+              "clock_max_grad_sym", "clock_min_dist_irr", "circle_min_fve", "circle_margin",
+              "grokking_delay")
 CIRCLE_THRESHOLDS = ("circle_min_fve", "circle_margin")
+STEP_THRESHOLDS = ("grokking_delay",)  # in optimizer steps (the others are in [0, 1])
+# Thresholds added after folders were first written, with their default: a folder's sweep
+# identity leaves them out at that value (`identity`), so folders from before them resume.
+ADDED_THRESHOLDS = {"grokking_delay": GROKKING_DELAY}
+
+
+def identity(thresholds: dict) -> dict:
+    """The thresholds that make two sweeps different: all of them but one added later at its
+    default (runner.sweep.sweep_identity)."""
+    return {k: v for k, v in thresholds.items()
+            if not (k in ADDED_THRESHOLDS and v == ADDED_THRESHOLDS[k])}
 
 
 def circle_matrix(values) -> np.ndarray:
@@ -52,9 +80,26 @@ def circle_algorithms(clock_fve, pizza_fve, thresholds: dict) -> np.ndarray:
     return np.where(np.isnan(clock) | np.isnan(pizza), "", labels).astype(object)
 
 
+def learning_phase(metrics, thresholds: dict) -> np.ndarray:
+    """Every model's learning phase from its dynamics columns (module docstring); None for a row
+    without them (a table from before the dynamics)."""
+    delay = thresholds.get("grokking_delay", ADDED_THRESHOLDS["grokking_delay"])
+    memorize = np.asarray(metrics["memorize_step"], dtype=float)
+    generalize = np.asarray(metrics["generalize_step"], dtype=float)
+    diverged = np.asarray(metrics["diverged"], dtype=bool)
+    no_test = np.isnan(np.asarray(metrics["test_acc"], dtype=float)) & ~diverged  # train_frac = 1
+    generalize = np.where(no_test, memorize, generalize)
+    conditions = [diverged, memorize < 0, generalize < 0, generalize - memorize > delay]
+    labels = ["diverged", "confusion", "memorization", "grokking"]
+    phases = np.select(conditions, labels, default="comprehension").astype(object)
+    phases[np.isnan(memorize) & ~diverged] = None
+    return phases
+
+
 def classify(metrics, thresholds: dict) -> np.ndarray:
     """Label every model; `metrics` maps names to equal-length arrays (or a DataFrame)."""
-    missing = [k for k in THRESHOLDS if k not in thresholds and k not in CIRCLE_THRESHOLDS]
+    missing = [k for k in THRESHOLDS if k not in thresholds and k not in CIRCLE_THRESHOLDS
+               and k not in ADDED_THRESHOLDS]
     if missing:
         raise KeyError(f"classify thresholds missing: {', '.join(missing)}")
     t = thresholds

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .classify import THRESHOLDS
+from .classify import ADDED_THRESHOLDS, STEP_THRESHOLDS, THRESHOLDS
 from .tasks import INPUT_FORMATS, OPS, is_prime, n_train
 
 # The Hydra config groups ship inside the package (a wheel has them; ./conf links here).
@@ -34,6 +34,13 @@ class ConfigError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
+# A field added after results were first recorded declares `default`: the value every earlier
+# run had. A config, results row or weights file without the field reads as that value, and
+# grid.run_id leaves the field out while a run sits at it, so earlier folders keep their run_ids
+# and resume. Every field added from now on declares one (docs/columns.md, `run_id`).
+ORIGINAL = object()  # Field.default of the fields that were there from the start (always present)
+
+
 @dataclasses.dataclass(frozen=True)
 class Field:
     section: str  # task | model | train
@@ -42,6 +49,15 @@ class Field:
     check: Any = None  # value -> error text or None
     nullable: bool = False
     identity: bool = True  # part of the run_id (False: how a run is recorded, not what it trains)
+    default: Any = ORIGINAL  # a field added later: the value of every run from before it (above)
+
+    @property
+    def added_later(self) -> bool:
+        return self.default is not ORIGINAL
+
+    def at_default(self, value) -> bool:
+        """A field added later whose value is the one every earlier run had."""
+        return self.added_later and value == self.default
 
 
 def _in_unit_interval(v):
@@ -60,10 +76,6 @@ def _train_frac(v):
     return None if 0.0 < v <= 1.0 else "must lie in (0, 1]"
 
 
-def _at_least(n):
-    return lambda v: None if v >= n else f"must be >= {n}"
-
-
 # The smallest modulus whose metrics mean something. Circularity (metrics.circularity) measures
 # the embedding's first 4 principal components against its p // 2 Fourier frequencies: with
 # fewer frequencies than components (p < 8) a random, untrained embedding already scores as
@@ -80,9 +92,8 @@ MAX_SEED = 2**32 - 1
 def _modulus(v):
     if v >= MIN_P:
         return None
-    return (f"must be >= {MIN_P}: below, the embedding has fewer than 4 Fourier frequencies for "
-            "circularity's 4 principal components, so an untrained model already looks circular "
-            "(and the test set is a handful of pairs)")
+    return (f"must be >= {MIN_P}: with fewer than 4 Fourier frequencies (p // 2) for circularity's "
+            "4 principal components, an untrained model already looks circular")
 
 
 def _seed(v):
@@ -106,6 +117,9 @@ def split_problems(p: int, train_frac: float, where: str = "task.") -> list[str]
     return []
 
 
+# train.dynamics_every's default: the test forward of the dynamics columns every step
+# (docs/metrics.md, "Generalisation dynamics": what it costs and why this default).
+DYNAMICS_EVERY = 1
 PRECISIONS = ("float32", "tf32", "bfloat16")  # train.precision (phasescan/engine/precision.py)
 CROSS_ENTROPIES = ("accurate", "float32")  # train.cross_entropy (phasescan/engine/loss.py): the paper's, the ablation
 
@@ -129,6 +143,8 @@ FIELDS: dict[str, Field] = {
     "n_heads": Field("model", int, False, _positive),
     "act": Field("model", str, False, _one_of("relu", "gelu")),
     "attn_rate": Field("model", float, True, _in_unit_interval),
+    # every initial weight multiplied by it, biases as initialised (Omnigrok's axis); added later
+    "init_scale": Field("model", float, True, _positive, default=1.0),
     # train
     "steps": Field("train", int, False, _positive),
     "batch_size": Field("train", int, False, _positive, nullable=True),
@@ -141,6 +157,8 @@ FIELDS: dict[str, Field] = {
     "cross_entropy": Field("train", str, False, _one_of(*CROSS_ENTROPIES)),
     # metrics every log_every steps during training (0 / null = off): phasescan/store/history.py
     "log_every": Field("train", int, False, _non_negative, nullable=True, identity=False),
+    # test accuracy of the dynamics columns every K steps (train accuracy: every step); added later
+    "dynamics_every": Field("train", int, False, _positive, identity=False, default=DYNAMICS_EVERY),
 }
 
 VMAPPED = tuple(name for name, f in FIELDS.items() if f.vmapped)
@@ -257,7 +275,11 @@ def check_options(cfg: dict) -> list[str]:
             problems.append(f"classify.{key}: unknown threshold (allowed: {', '.join(THRESHOLDS)})")
     for key in THRESHOLDS:
         if key not in thresholds:
-            problems.append(f"classify.{key}: missing")
+            if key not in ADDED_THRESHOLDS:  # one added later: its default (classify.py)
+                problems.append(f"classify.{key}: missing")
+        elif key in STEP_THRESHOLDS:
+            need(is_number(thresholds[key]) and thresholds[key] >= 0, f"classify.{key}",
+                 thresholds[key], "a number of steps >= 0")
         else:
             need(is_number(thresholds[key]) and 0 <= thresholds[key] <= 1, f"classify.{key}",
                  thresholds[key], "a number in [0, 1]")
@@ -351,6 +373,50 @@ def tracking_problems(cfg: dict) -> list[str]:
     if not (tags is None or isinstance(tags, (list, tuple)) and all(isinstance(t, str) for t in tags)):
         problems.append(f"tracking_options.tags={tags!r}: must be null or a list of strings")
     return problems
+
+
+def merge_mapping(base: dict, overrides, where: str = "") -> dict:
+    """`overrides` (a mapping, whole or partial) merged onto the composed config `base`, as
+    OmegaConf.merge would, checked on the way: every key must be one of `base` (the defaults
+    have them all), a section stays a mapping, a folder path becomes a string. Raises
+    ConfigError naming each bad key and what its section allows."""
+    from collections.abc import Mapping
+
+    problems, merged = [], dict(base)
+    for key, value in overrides.items():
+        name = f"{where}{key}"
+        if key not in base:
+            allowed = ", ".join(map(str, base)) or "none"
+            what = "axis" if where == "sweep.axes." else "key"
+            problems.append(f"{name}: unknown {what} (allowed: {allowed})")
+        elif isinstance(base[key], dict):  # a section (task, sweep, sweep.axes, ...)
+            if not isinstance(value, Mapping):
+                hint = (f"; to choose a {key} config pass a list of overrides: ['{key}={value}']"
+                        if isinstance(value, str) and key in ("sweep", "task", "model", "train", "classify")
+                        else "")
+                problems.append(f"{name}={value!r}: expected a mapping of "
+                                f"{', '.join(map(str, base[key])) or 'keys'}{hint}")
+                continue
+            try:
+                merged[key] = merge_mapping(base[key], value, f"{name}.")
+            except ConfigError as error:
+                problems += error.problems
+        else:
+            merged[key] = str(value) if isinstance(value, os.PathLike) else plain(value)
+    if problems:
+        raise ConfigError(problems)
+    return merged
+
+
+def plain(value):
+    """A mapping's value as plain Python containers (a DictConfig's, a tuple)."""
+    from collections.abc import Mapping
+
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
 
 
 def compose(*overrides: str) -> dict:

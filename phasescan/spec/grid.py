@@ -20,7 +20,6 @@ import numpy as np
 
 from .config import FIELDS, MAX_SEED, STATIC, ConfigError, coerce, cross_check, is_int
 
-_missing = object()  # a field that failed validation, in expand's cache key
 MAX_RUNS = 10_000_000  # a grid larger than this is refused, not expanded
 RANGE = re.compile(r"^\s*(linspace|logspace|geomspace|uniform|loguniform)\s*\((.*)\)\s*$")
 
@@ -114,7 +113,10 @@ def checked_base_fields(cfg: dict) -> tuple[dict, list[str]]:
     for name, field in FIELDS.items():
         section = cfg.get(field.section) or {}
         if name not in section:
-            problems.append(f"{field.section}.{name}: missing")
+            if field.added_later:  # a config from before the field: every run had its default
+                base[name] = field.default
+            else:
+                problems.append(f"{field.section}.{name}: missing")
             continue
         try:
             base[name] = coerce(name, section[name], f"{field.section}.{name}")
@@ -157,9 +159,12 @@ def run_from_row(row) -> dict:
     nullable fields)."""
     run = {}
     for name, field in FIELDS.items():
-        value = row.get(name) if field.nullable else row[name]  # tables older than the field
+        # tables older than the field
+        value = row.get(name) if field.nullable or field.added_later else row[name]
         if field.nullable and missing(value):
             value = None
+        elif field.added_later and missing(value):
+            value = field.default
         run[name] = coerce(name, value.item() if hasattr(value, "item") else value, name)
     for key in ("seed", "data_seed", "run_index"):
         run[key] = int(row[key])
@@ -215,28 +220,47 @@ def data_seed(point: dict, seed: int) -> int:
 
 
 def run_id(run: dict) -> str:
-    """A stable id derived from everything that determines the trained model."""
-    identity = {name: run[name] for name, f in FIELDS.items() if f.identity}
+    """A stable id derived from everything that determines the trained model. A field added
+    later (config.Field.default) is left out while it sits at its default: runs from before it
+    keep their ids."""
+    identity = {name: run[name] for name, f in FIELDS.items()
+                if f.identity and not f.at_default(run[name])}
     identity |= {"seed": run["seed"], "data_seed": run["data_seed"]}
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
 
-# Placeholders for a point's seeds in its identity's JSON text (run_ids_of): strings no field
-# value holds, each encoded by json.dumps as one quoted token.
-_SEED_HOLES = {"seed": "\0seed\0", "data_seed": "\0data_seed\0"}
+class RunIds:
+    """run_id(run) for the runs of one variant, its identity's JSON text encoded once with a hole
+    for each swept field and the seeds, each value encoded once: a grid of a million runs hashes
+    a million identities, and json.dumps of each would be most of its validation. The text is
+    exactly run_id's (tests/test_faults.py compares them)."""
 
+    def __init__(self, point: dict, swept: dict[str, list]):
+        holes = {name: f"\0{name}\0" for name in [*swept, "seed", "data_seed"]}
+        identity = {name: holes.get(name, point.get(name)) for name, f in FIELDS.items()
+                    if f.identity and (name in holes or not f.at_default(point.get(name)))}
+        # A swept field added later leaves the id where it sits at its default: those grids
+        # take run_id's own path.
+        self.point, self.swept = point, swept
+        self.exact = any(FIELDS[name].added_later for name in swept)
+        text = json.dumps(identity | {"seed": holes["seed"], "data_seed": holes["data_seed"]},
+                          sort_keys=True)
+        pattern = "|".join(re.escape(json.dumps(hole)) for hole in holes.values())
+        by_token = {json.dumps(hole): name for name, hole in holes.items()}
+        self.pieces = re.split(f"({pattern})", text)  # text, hole, text, hole, ..., text
+        self.slots = [by_token[piece] for piece in self.pieces[1::2]]
+        self.encoded = {name: [json.dumps(v) for v in values] for name, values in swept.items()}
 
-def run_ids_of(point: dict):
-    """(seed, data_seed) -> run_id(point | seeds), with the point's identity encoded once (a
-    grid of a million runs hashes a million of them: run_id's own json.dumps is most of it)."""
-    identity = {name: point[name] for name, f in FIELDS.items() if f.identity} | _SEED_HOLES
-    text = json.dumps(identity, sort_keys=True)
-    seed_hole, data_hole = (json.dumps(hole) for hole in _SEED_HOLES.values())
-
-    def make(seed: int, data: int) -> str:
-        filled = text.replace(data_hole, json.dumps(data)).replace(seed_hole, json.dumps(seed))
-        return hashlib.sha1(filled.encode()).hexdigest()[:12]
-    return make
+    def __call__(self, indices: dict[str, int], seed: int, data: int) -> str:
+        """The run_id of the run with swept[name][indices[name]] for each swept field."""
+        if self.exact:
+            point = self.point | {name: axis[indices[name]] for name, axis in self.swept.items()}
+            return run_id(point | {"seed": seed, "data_seed": data})
+        values = {"seed": str(seed), "data_seed": str(data)}
+        pieces = self.pieces.copy()
+        for i, name in enumerate(self.slots):
+            pieces[2 * i + 1] = values[name] if name in values else self.encoded[name][indices[name]]
+        return hashlib.sha1("".join(pieces).encode()).hexdigest()[:12]
 
 
 _bucket_fields = operator.itemgetter(*STATIC)
@@ -271,24 +295,26 @@ def expand(cfg: dict) -> list[dict]:
         problems.append(f"sweep: the grid has {size:,} runs, more than {MAX_RUNS:,} in one sweep "
                         "(fewer seeds or axis values, or several sweeps)")
         variants = []
-    runs, seen, checked = [], {}, {}
+    runs, seen, checked = [], {}, set()
+    names = list(axes)
+    static = [i for i, name in enumerate(names) if name in STATIC]
     for v, variant in enumerate(variants):
-        for combo in itertools.product(*axes.values()):
-            point = base | variant | dict(zip(axes, combo))
-            # cross_check reads bucket fields only: checked once per bucket (a missing field is
-            # an invalid one, reported on its own)
-            key = tuple(point.get(name, _missing) for name in STATIC)
+        ids = RunIds(base | variant, axes)
+        for combo in itertools.product(*(range(len(values)) for values in axes.values())):
+            point = base | variant | {name: axes[name][i] for name, i in zip(names, combo)}
+            # cross_check reads bucket fields only: once per variant and swept bucket fields
+            key = (v, *(combo[i] for i in static))
             if key not in checked:
-                checked[key] = True
+                checked.add(key)
                 for problem in cross_check(point):  # checked even when other fields are invalid
                     if problem not in problems:
                         problems.append(problem)
             if problems:  # no runs from an invalid config; the loop goes on to find every problem
                 continue
-            make_id = run_ids_of(point)
+            indices = dict(zip(names, combo))
             for seed in seeds:
                 run = point | {"seed": seed, "data_seed": data_seed(point, seed)}
-                run["run_id"] = make_id(seed, run["data_seed"])
+                run["run_id"] = ids(indices, seed, run["data_seed"])
                 if run["run_id"] in seen:  # two variants that are the same model
                     problems.append(f"sweep.variants[{v}]: repeats runs of "
                                     f"sweep.variants[{seen[run['run_id']]}]")

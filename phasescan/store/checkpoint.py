@@ -1,7 +1,7 @@
 """A chunk's training state on disk, so a stopped or killed sweep resumes inside the chunk.
 
 out_dir/state/chunk-<hash>.npz holds the step reached, every leaf of the chunk's state (params,
-AdamW state, the loss-spike statistic; all models of the compiled chunk) and the history
+AdamW state, the loss-spike and dynamics statistics; all models of the compiled chunk) and the history
 measured so far; the hash names the chunk's run_ids and size, so only the same chunk, compiled
 the same way, picks it up. Written atomically (results.write_atomic) between two segments, every
 `sweep.checkpoint_every` seconds and when a stop is requested; removed once the chunk's rows are
@@ -18,6 +18,10 @@ import numpy as np
 from .results import write_atomic
 
 STATE_DIR = "state"
+# The layout of the state's leaves (train.TrainState): 2 added the dynamics statistic. A file of
+# another layout is not loaded (its leaves would not fit this program's state): the chunk starts
+# over, and the next save replaces it.
+STATE_FORMAT = 2
 
 
 def path_of(out_dir: Path, run_ids: list[str], size: int) -> Path:
@@ -27,7 +31,7 @@ def path_of(out_dir: Path, run_ids: list[str], size: int) -> Path:
 
 def save(path: Path, segment: int, step: int, leaves: list, logged: list[dict]) -> None:
     arrays = {"segment": np.int64(segment), "step": np.int64(step), "n_leaves": np.int64(len(leaves)),
-              "n_logged": np.int64(len(logged))}
+              "n_logged": np.int64(len(logged)), "state_format": np.int64(STATE_FORMAT)}
     arrays |= {f"leaf.{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     arrays |= {f"logged.{j}.{name}": np.asarray(v) for j, entry in enumerate(logged)
                for name, v in entry.items()}
@@ -42,6 +46,11 @@ def load(path: Path) -> tuple[int, int, list, list[dict]] | None:
         return None
     try:
         with np.load(path, allow_pickle=False) as f:
+            layout = int(f["state_format"]) if "state_format" in f.files else 1
+            if layout != STATE_FORMAT:
+                print(f"phasescan: {path}: a checkpoint of state layout {layout} (an older "
+                      f"phasescan; this one has {STATE_FORMAT}), the chunk starts over", file=sys.stderr)
+                return None
             leaves = [f[f"leaf.{i}"] for i in range(int(f["n_leaves"]))]
             logged = [{} for _ in range(int(f["n_logged"]))]
             for key in f.files:

@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..spec.classify import ALGORITHMS, circle_algorithms, classify
+from ..spec.classify import ALGORITHMS, LEARNING_PHASES, circle_algorithms, classify, learning_phase
 from ..spec.config import FIELDS, ConfigError
 from ..spec.version import __version__
 
@@ -43,14 +43,15 @@ CONFIG = "config.yaml"
 
 # The schema's version: bump it when a column of runs.parquet or history.parquet is added,
 # removed, renamed or changes type (and say so in docs/columns.md).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: init_scale, dynamics_every, the dynamics columns and learning_phase
 META_SCHEMA_VERSION = b"phasescan.schema_version"  # Parquet key-value metadata keys
 META_VERSION = b"phasescan.version"
 META_TABLE = b"phasescan.table"  # runs | history
 
 # Column types: name -> (Arrow type, pandas dtype). Integer columns that may hold nulls (the
 # nullable fields) are pandas "Int64"; `algorithm` is a category with every class of the rule,
-# in classify.ALGORITHMS's order, so every file has the same dictionary.
+# in classify.ALGORITHMS's order, so every file has the same dictionary (`learning_phase` the
+# same with classify.LEARNING_PHASES).
 TYPES = {
     "int": (pa.int64(), "int64"),
     "int?": (pa.int64(), "Int64"),
@@ -58,6 +59,8 @@ TYPES = {
     "bool": (pa.bool_(), "bool"),
     "str": (pa.string(), None),  # pandas' own string dtype ("str" in pandas 3, object before)
     "algorithm": (pa.dictionary(pa.int32(), pa.string()), pd.CategoricalDtype(list(ALGORITHMS))),
+    "learning_phase": (pa.dictionary(pa.int32(), pa.string()),
+                       pd.CategoricalDtype(list(LEARNING_PHASES))),
     "list<int>": (pa.list_(pa.int64()), None),  # a Python list per row (object)
     "list<float>": (pa.list_(pa.float64()), None),
     "list<str>": (pa.list_(pa.string()), None),
@@ -68,7 +71,8 @@ IDS = {"run_id": "str", "run_index": "int", "seed": "int", "data_seed": "int"}
 ID_COLUMNS = list(IDS)
 FIELD_COLUMNS = list(FIELDS)
 RECORDS = {"refine_round": "int"}  # 0, or the refinement round that added the run (refine.py)
-METRICS = {  # the metrics of a model (metrics.evaluate, chunk's loss-spike statistic) and its labels
+METRICS = {  # the metrics of a model (metrics.evaluate, the scan's loss-spike and dynamics
+    # statistics: train.SpikeState, train.DynamicsState) and its labels
     "train_loss": "float", "test_loss": "float", "loss": "float",
     "train_acc": "float", "test_acc": "float", "acc": "float",
     "grad_sym": "float", "dist_irr": "float", "dist_irr_top_wrong": "float", "circularity": "float",
@@ -76,7 +80,9 @@ METRICS = {  # the metrics of a model (metrics.evaluate, chunk's loss-spike stat
     "circle_freqs": "list<int>", "circle_clock_fve": "list<float>", "circle_pizza_fve": "list<float>",
     "circle_algorithms": "list<str>", "n_clock_circles": "int", "n_pizza_circles": "int",
     "param_norm": "float", "fit_step": "int", "spike_loss": "float", "spike_step": "int",
-    "diverged": "bool", "algorithm": "algorithm",
+    "memorize_step": "int", "generalize_step": "int", "perfect_train_step": "int",
+    "perfect_test_step": "int", "generalization_delay": "float",
+    "diverged": "bool", "algorithm": "algorithm", "learning_phase": "learning_phase",
 }
 METRIC_COLUMNS = list(METRICS)
 assert not set(FIELD_COLUMNS) & set(METRIC_COLUMNS), "a field and a metric would share a column"
@@ -157,7 +163,8 @@ def rows(runs: list[dict], metrics: dict[str, np.ndarray], thresholds: dict) -> 
 def metric_columns(metrics: dict[str, np.ndarray], thresholds: dict) -> dict[str, list]:
     """The METRIC_COLUMNS of models measured by metrics.evaluate (leading axis = model), lists
     and labels derived, in column order (those the measurement has: a single model measured by
-    `phasescan.evaluate` has no training history, so no loss-spike columns)."""
+    `phasescan.evaluate` has no training history, so no loss-spike or dynamics columns and no
+    learning_phase)."""
     n = len(np.asarray(metrics["grad_sym"]))
     key_freqs = [key_freq_list(share, mask)
                  for share, mask in zip(metrics["freq_share"], metrics["key_freq_mask"])]
@@ -172,6 +179,8 @@ def metric_columns(metrics: dict[str, np.ndarray], thresholds: dict) -> dict[str
         "n_pizza_circles": (circles == "pizza").sum(axis=1).tolist(),
         "algorithm": list(classify(metrics, thresholds)),
     }
+    if "memorize_step" in metrics:  # trained here: the dynamics were carried through the scan
+        derived["learning_phase"] = list(learning_phase(metrics, thresholds))
     for name in ("circle_clock_fve", "circle_pizza_fve"):
         derived[name] = [np.asarray(metrics[name])[i][present[i]].tolist() for i in range(n)]
     return {name: derived[name] if name in derived else np.asarray(metrics[name]).tolist()
@@ -315,7 +324,8 @@ def load(path) -> pd.DataFrame:
     """Read a results folder (or a runs.parquet file) into a DataFrame.
 
     A folder whose sweep is still running or was interrupted is read from its finished chunks,
-    with a note on stderr saying how many runs are done.
+    with a note on stderr saying how many runs are done (a damaged manifest.json, which says
+    which chunks are the sweep's, raises ConfigError in one line).
     """
     path = Path(path)
     if path.is_file():
@@ -329,7 +339,7 @@ def load(path) -> pd.DataFrame:
     frame = read_chunks(path)
     total = "?"
     if (path / MANIFEST).is_file():
-        total = json.loads((path / MANIFEST).read_text()).get("n_runs", "?")
+        total = read_manifest(path).get("n_runs", "?")
     if frame is None:
         if total != "?":
             raise FileNotFoundError(f"{path}: sweep started, no results yet (0 of {total} runs done)")
@@ -378,16 +388,75 @@ def write_manifest(out_dir: Path, manifest: dict) -> None:
 
 
 def read_manifest(out_dir: Path) -> dict | None:
+    """manifest.json (None when the folder has none). A damaged one (not JSON, not an object)
+    raises ConfigError in one line naming the file."""
     path = Path(out_dir) / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ConfigError(f"{path}: unreadable ({damage(error)}); phasescan wrote it atomically, "
+                          "so it was changed outside phasescan") from None
+    if not isinstance(manifest, dict):
+        raise ConfigError(f"{path}: holds {type(manifest).__name__} {short(manifest)}, not a "
+                          "manifest (a JSON object); it was changed outside phasescan")
+    return manifest
+
+
+def parse_config(path: Path) -> dict:
+    """A config.yaml as a resolved dict; a damaged one (not YAML, not a mapping, an
+    interpolation that does not resolve) raises ConfigError in one line naming the file."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    path = Path(path)
+    try:
+        loaded = OmegaConf.load(path)
+        cfg = OmegaConf.to_container(loaded, resolve=True)
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: unreadable ({damage(error)})") from None
+    except OmegaConfBaseException as error:  # an interpolation that does not resolve, ...
+        key = getattr(error, "full_key", None)
+        raise ConfigError(f"{path}: {key + ': ' if key else ''}{damage(error)}") from None
+    except Exception as error:  # yaml's errors (a scanner or parser error: not YAML)
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(error, "problem", None) or damage(error)
+        raise ConfigError(f"{path}: not valid YAML ({what}{where})") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: holds {type(cfg).__name__} {short(cfg)}, not a config "
+                          "(a mapping of sections)")
+    if cfg and not set(cfg) & set(CONFIG_SECTIONS):
+        raise ConfigError(f"{path}: not a phasescan config (none of the sections "
+                          f"{', '.join(CONFIG_SECTIONS)}; keys {short(list(cfg))})")
+    for section in CONFIG_SECTIONS:
+        if not isinstance(cfg.get(section) or {}, dict):
+            raise ConfigError(f"{path}: {section}={short(cfg[section])}: expected a mapping")
+    return cfg
+
+
+# The sections of a config.yaml (conf/config.yaml): each a mapping when present
+CONFIG_SECTIONS = ("sweep", "task", "model", "train", "classify", "metrics", "refinement",
+                   "tracking_options")
+
+
+def damage(error: BaseException) -> str:
+    """An exception as one short line (its type and first line)."""
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def read_config(out_dir: Path) -> dict:
-    """The sweep's resolved config (config.yaml), or the defaults when the folder has none."""
-    from omegaconf import OmegaConf
-
+    """The sweep's resolved config (config.yaml), or the defaults when the folder has none. A
+    damaged one raises ConfigError (parse_config)."""
     path = Path(out_dir) / CONFIG
     if path.is_file() and path.stat().st_size:
-        return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        return parse_config(path)
     from ..spec.config import compose
     return compose()

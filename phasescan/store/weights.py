@@ -76,7 +76,7 @@ def check(arrays: dict) -> list[str]:
     """Every problem of an interchange dict, one line each, before anything is allocated from
     it: unknown or missing keys, scalars checked as their config fields, each array's dtype and
     its shape against the others (docs/weights-format.md)."""
-    from ..spec.config import ConfigError, coerce
+    from ..spec.config import ConfigError, coerce, split_problems
     from ..spec.tasks import INPUT_FORMATS
 
     problems, scalars = [], {}
@@ -99,6 +99,8 @@ def check(arrays: dict) -> list[str]:
     if problems or "p" not in scalars:
         return problems
     p, kind = scalars["p"], scalars.get("kind", "transformer")
+    if "train_frac" in scalars:  # the model's own split, refused where a sweep's would be
+        problems += split_problems(p, scalars["train_frac"], where="")
     fmt = INPUT_FORMATS[scalars.get("input_format", "ab")]
     vocab, n_ctx = fmt.vocab(p), fmt.n_ctx
     if kind == "transformer":
