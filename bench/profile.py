@@ -7,6 +7,7 @@
     python -m bench.profile logging [--time] OVERRIDES   what train.log_every and the circles cost
     python -m bench.profile compile-cache [OVERRIDES]    compile seconds: no cache, cold, warm cache
     python -m bench.profile precision RESULTS_DIR    what train.precision changes in the science
+    python -m bench.profile layout [OVERRIDES]       how much chunk size and device count move the numbers
 
 `python -m bench.profile SUB-COMMAND --help` describes each. The figures they printed are in
 docs/benchmarks.md (logging: docs/usage.md "Cost of logging", docs/metrics.md "Circles: what they cost").
@@ -519,6 +520,49 @@ def precision(args) -> dict:
     return tables
 
 
+LAYOUT_DOC = """How much the chunk layout moves a model's numbers: the same sweep (default the tiny
+one of docs/scale-out.md: p 13, d 16, 3 attention rates x 2 seeds, 150 steps) trained in chunks
+of 6, 3, 2 and 1 models on one device and in chunks of 6 on 2 forced host devices (XLA_FLAGS is
+set for this process), each against chunks of 6 on one device: the largest |difference| per
+column and how many labels changed. Same chunks, same device count: the same bits
+(tests/test_scaleout.py); here, what one sees otherwise."""
+
+LAYOUT_SWEEP = ["sweep=demo", "task.p=13", "train.steps=150", "sweep.axes.d_model=[16]",
+                "sweep.axes.attn_rate=[0.0,0.5,1.0]", "sweep.seeds=2", "plot=false"]
+LAYOUT_COLUMNS = ["test_acc", "train_loss", "grad_sym", "dist_irr", "circularity", "param_norm",
+                  "generalization_delay"]
+
+
+def layout(args) -> dict:
+    import tempfile
+
+    import numpy as np
+    import pandas as pd
+
+    from phasescan.runner.sweep import run_sweep
+    from phasescan.spec.config import compose
+    overrides = args.overrides or LAYOUT_SWEEP
+    variants = {"chunks of 6, 1 device": ["sweep.chunk_size=6", "sweep.devices=1"],
+                **{f"chunks of {k}, 1 device": [f"sweep.chunk_size={k}", "sweep.devices=1"] for k in (3, 2, 1)},
+                "chunks of 6, 2 devices": ["sweep.chunk_size=6", "sweep.devices=2"]}
+    with tempfile.TemporaryDirectory() as tmp:
+        tables = {name: run_sweep(compose(*overrides, *extra), Path(tmp) / str(i))
+                  for i, (name, extra) in enumerate(variants.items())}
+    base = tables["chunks of 6, 1 device"]
+    rows = []
+    for name, frame in tables.items():
+        row = {"layout": name}
+        for col in LAYOUT_COLUMNS:
+            row[col] = float(np.nanmax(np.abs(frame[col].to_numpy() - base[col].to_numpy())))
+        row["labels changed"] = int((frame["algorithm"] != base["algorithm"]).sum())
+        row["phases changed"] = int((frame["learning_phase"] != base["learning_phase"]).sum())
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    with pd.option_context("display.width", 200, "display.float_format", "{:.3g}".format):
+        print(f"max |difference| to chunks of 6 on 1 device, {len(base)} models:\n{table.to_string(index=False)}")
+    return {"layout": table}
+
+
 # ---------------------------------------------------------------------------------------------
 # the command line
 
@@ -531,7 +575,7 @@ def parser_for(name: str) -> argparse.ArgumentParser:
     """The argument parser of one sub-command."""
     from_doc = {"process": PROCESS_DOC, "step": STEP_DOC, "batched-dot": BATCHED_DOT_DOC,
                 "segments": SEGMENTS_DOC, "logging": LOGGING_DOC, "compile-cache": COMPILE_CACHE_DOC,
-                "precision": PRECISION_DOC}[name]
+                "precision": PRECISION_DOC, "layout": LAYOUT_DOC}[name]
     parser = argparse.ArgumentParser(prog=f"{PROG} {name}", description=from_doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     if name == "process":
@@ -561,11 +605,14 @@ def parser_for(name: str) -> argparse.ArgumentParser:
         _overrides(parser, "python -m phasescan's overrides (default: sweep=demo train.steps=100 plot=false)")
     elif name == "precision":
         parser.add_argument("results_dir", metavar="RESULTS_DIR", help="a finished sweep's folder")
+    elif name == "layout":
+        _overrides(parser, "phasescan config overrides (default: the tiny sweep above)")
     return parser
 
 
 COMMANDS = {"process": process, "step": step, "batched-dot": batched_dot, "segments": segments,
-            "logging": logging_cost, "compile-cache": compile_cache, "precision": precision}
+            "logging": logging_cost, "compile-cache": compile_cache, "precision": precision,
+            "layout": layout}
 
 
 def usage() -> str:
@@ -589,6 +636,9 @@ def parse(argv: list[str]) -> tuple[str, argparse.Namespace]:
 
 def main(argv=None):
     name, args = parse(list(sys.argv[1:] if argv is None else argv))
+    if name == "layout" and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        # read when JAX starts (the sub-commands import it): two host devices for the 2-device row
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
     return COMMANDS[name](args)
 
 

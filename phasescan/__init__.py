@@ -16,7 +16,6 @@ from pathlib import Path
 
 from .spec.config import ConfigError
 from .spec.version import __version__
-from .store.results import load
 
 __all__ = ["run", "figures", "load", "load_model", "ConfigError", "__version__"]
 
@@ -29,7 +28,8 @@ def run(overrides: Sequence[str] | Mapping | None = None, *, out_dir: str | Path
     override (default results/<sweep.name>/<timestamp>/). The folder is the CLI's: config.yaml,
     runs.parquet, the figures (unless plot=false), invocations.yaml, phasescan.log; running it
     again with the same out_dir resumes. A bad configuration raises ConfigError (its .problems
-    name each bad key and the allowed values) before anything is trained or written.
+    name each bad key and the allowed values) before anything is trained or written. With
+    dry_run=true it logs the plan (runs, buckets, chunks, memory, time estimate) and returns None.
     """
     from . import app
 
@@ -37,6 +37,8 @@ def run(overrides: Sequence[str] | Mapping | None = None, *, out_dir: str | Path
     app.setup_logging(exclusive=False)
     app.start_backend(cfg)
     frame, folder = app.execute(cfg, app.results_dir(cfg), command=command, overrides=args)
+    if frame is None:  # dry_run=true: the plan was logged, nothing trained or written
+        return None
     if cfg["plot"] and cfg["sweep"]["num_shards"] == 1:
         app.draw_figures(folder)  # a failure is logged: the results are on disk
     frame.attrs["out_dir"] = str(folder)
@@ -98,6 +100,16 @@ def override_problem(arg: str) -> str | None:
         hint = " (expected key=value)" if "=" not in arg else ""
         return f"not an override{hint}: {reason.strip()}"
     return None
+
+
+def load(source, *more):
+    """A results folder's runs table (pandas.DataFrame; a folder still running or stopped: its
+    finished chunks, with a note), or a runs.parquet file. Several sources, a glob
+    ("results/grid/*") or a folder of results folders (a Hydra multirun's): one table, each row
+    with its `folder` and the `overrides` of the command that wrote it in front."""
+    from .store.results import load_many
+
+    return load_many(source, *more)
 
 
 def figures(source, x: str = "attn_rate", y: str = "d_model") -> dict:

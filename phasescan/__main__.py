@@ -74,8 +74,12 @@ def main(cfg: DictConfig) -> None:
               f"finished chunks are kept in {out_dir}. Free space or choose another out_dir, "
               f"then resume with: {resume_command(out_dir)}", file=sys.stderr)
         sys.exit(1)
+    if frame is None:  # dry_run=true: the plan was all
+        return
     from .analysis import table
     print(table.format_table(frame))
+    if table.has_phases(frame):
+        print(table.format_table(frame, label="learning_phase"))
     if cfg.plot and cfg.sweep.num_shards > 1:
         log.info("figures: drawn for the whole sweep by `python -m phasescan.merge` once every "
                  "shard is done")
@@ -89,7 +93,16 @@ def program() -> str:
 
 def command_line() -> str:
     """This command as typed (quoted for a shell)."""
-    return " ".join([program(), *map(shlex.quote, sys.argv[1:])])
+    return " ".join([program(), *map(shell_word, sys.argv[1:])])
+
+
+def shell_word(arg: str) -> str:
+    """One argument as a shell reads it back, the way people type it: bare when it can be, in
+    double quotes when it holds single ones (Hydra's `key='linspace(0,1,5)'`), else shlex's."""
+    quoted = shlex.quote(arg)
+    if quoted != arg and "'" in arg and not any(c in arg for c in '"$`\\!'):
+        return f'"{arg}"'
+    return quoted
 
 
 def interrupted_line(out_dir: Path | None, stop: str = "") -> str:
@@ -163,7 +176,7 @@ def resume_command(out_dir: Path | None) -> str:
     args = [a for a in sys.argv[1:] if not a.startswith("out_dir=")]
     if out_dir is not None:  # quoted for Hydra's grammar (spaces, accents), then for the shell
         args.append(f"out_dir={quote_value(str(out_dir))}")
-    return " ".join([program(), *map(shlex.quote, args)])
+    return " ".join([program(), *map(shell_word, args)])
 
 
 def draw_figures(out_dir: Path) -> None:

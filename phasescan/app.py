@@ -111,17 +111,33 @@ def recorded(out_dir: Path, command: str, overrides: list[str]):
         yield
 
 
+def already_done(plan, out_dir: Path) -> frozenset:
+    """The run_ids of the plan already in out_dir (a resume), for the plan's summary."""
+    from .runner.sweep import done_run_ids, out_dir_holds
+
+    if not (Path(out_dir) / "chunks").is_dir() or out_dir_holds(Path(out_dir), plan.identity) is not None:
+        return frozenset()
+    return frozenset(done_run_ids(Path(out_dir)))
+
+
 def execute(cfg: dict, out_dir: Path, *, command: str, overrides: list[str],
             cfg_yaml: str | None = None) -> tuple[pd.DataFrame, Path]:
-    """Validate, train, measure and record the sweep; return (runs table, the folder used).
-    Raises ConfigError for a bad configuration (nothing trained or written then)."""
+    """Validate, say the plan, train, measure and record the sweep; return (runs table, the
+    folder used); with dry_run=true only the plan (table None). Raises ConfigError for a bad
+    configuration (nothing trained or written then)."""
     from .engine.compile_cache import enable as enable_compile_cache
+    from .runner.summary import summary
     from .runner.sweep import choose_out_dir, make_plan, run_sweep
 
     check_overrides(overrides, cfg)
     plan = make_plan(cfg)  # the one validation: everything below reads the plan
+    out_dir = choose_out_dir(plan, out_dir)  # refused, or moved by out_dir_taken=sibling: nothing written
+    for line in summary(plan, already_done(plan, out_dir)):
+        log.info("%s", line)
+    if cfg.get("dry_run"):
+        log.info("dry_run=true: nothing trained, nothing written (out_dir would be %s)", out_dir)
+        return None, out_dir
     enable_compile_cache(cfg.get("compile_cache"))  # validated: its folder may be created now
-    out_dir = choose_out_dir(plan, out_dir)  # out_dir_taken=sibling may move it
     frame = run_sweep(plan, out_dir, cfg_yaml,
                       record=lambda folder: recorded(folder, command, overrides))
     with log_file(out_dir):

@@ -1,22 +1,31 @@
-"""`python -m phasescan.evaluate WEIGHTS.npz`: measure and label a model trained anywhere.
+"""`python -m phasescan.evaluate WEIGHTS.npz [MORE.npz | FOLDER ...] [OVERRIDES]`: measure and
+label models trained anywhere.
 
-Prints ONE JSON object (grad_sym, dist_irr, circularity, acc, key_freqs, clock_fve, pizza_fve,
-algorithm, ...). The weights use the interchange layout of docs/weights-format.md. If the file
-holds `train_frac` and `data_seed` the model's own train/test split is rebuilt; otherwise
-accuracy and loss are over all p^2 pairs and test_* are null (the label then uses `acc`).
+One file: prints ONE JSON object (grad_sym, dist_irr, circularity, acc, key_freqs, clock_fve,
+pizza_fve, algorithm, ...). Several files, or a folder (its .npz files, or a results folder's
+weights/): one JSON object per line (JSON Lines), each with its "file"; `--table OUT.parquet`
+(or .csv) also writes them as one table. The weights use the interchange layout of
+docs/weights-format.md. If a file holds `train_frac` and `data_seed` the model's own train/test
+split is rebuilt; otherwise accuracy and loss are over all p^2 pairs and test_* are null (the
+label then uses `acc`). Overrides (`key=value`) set the measurement, e.g.
+metrics.grad_sym_triples=all.
+
+  python -m phasescan.evaluate results/cpu/width_vs_attn/weights/0765303a5537.npz
+  python -m phasescan.evaluate results/cpu/width_vs_attn --table /tmp/models.parquet
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .engine.chunk import memory_problem
 from .engine.train import Spec
 from .runner.evaluate import evaluate_arrays
 from .spec import grid
 from .spec.config import compose
-from .store import weights
+from .store import results, weights
 
 
 def check_overrides(overrides: list[str]) -> list[str]:
@@ -32,29 +41,71 @@ def check_overrides(overrides: list[str]) -> list[str]:
     return problems
 
 
+def weight_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """The .npz files named by `inputs` (files, folders of .npz files, results folders with a
+    weights/ folder), in the order given (a folder's sorted), and a problem per input without any."""
+    files, problems = [], []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            folder = path / "weights" if (path / "weights").is_dir() else path
+            found = sorted(f for f in folder.glob("*.npz") if not results.is_temporary(f))
+            if not found:
+                problems.append(f"{name}: no .npz files (expected weights files, or a results folder "
+                                "whose weights/ holds some: save_weights=all or =K)")
+            files += found
+        elif path.is_file() or path.suffix == ".npz":  # a missing .npz: weights.load names it
+            files.append(path)
+        else:
+            problems.append(f"{name}: no such file or folder")
+    return files, problems
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m phasescan.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("weights", help="a .npz file in the interchange layout")
-    parser.add_argument("overrides", nargs="*",
-                        help="config overrides for the measurement, e.g. metrics.grad_sym_triples=all")
+    parser.add_argument("inputs", nargs="+", metavar="WEIGHTS_OR_FOLDER | OVERRIDE",
+                        help="weights .npz files or folders, then config overrides for the measurement "
+                             "(key=value, e.g. metrics.grad_sym_triples=all)")
+    parser.add_argument("--table", type=Path, metavar="OUT.parquet|OUT.csv",
+                        help="also write every model's row into one table")
     args = parser.parse_args(argv)
-    problems = check_overrides(args.overrides)
-    try:
-        arrays = weights.load(args.weights)
-    except weights.UnreadableWeights as error:
-        problems.append(f"cannot read {error}")
-        arrays = None
-    if arrays is not None:
-        problems += [f"{args.weights}: {problem}" for problem in weights.check(arrays)]
-    if arrays is not None and not problems:
-        memory = memory_problem(Spec.from_run(grid.base_fields(compose()) | weights.shape_fields(arrays)))
-        problems += [memory] if memory else []
+    overrides = [a for a in args.inputs if "=" in a]
+    files, problems = weight_files([a for a in args.inputs if "=" not in a])
+    if not files and not problems:
+        problems.append("no weights file given (WEIGHTS.npz or a folder)")
+    if args.table and args.table.suffix not in (".parquet", ".csv"):
+        problems.append(f"--table {args.table}: must end in .parquet or .csv")
+    problems += check_overrides(overrides)
+    loaded = {}
+    for path in files:
+        try:
+            arrays = weights.load(path)
+        except weights.UnreadableWeights as error:
+            problems.append(f"cannot read {error}")
+            continue
+        found = [f"{path}: {problem}" for problem in weights.check(arrays)]
+        if not found:
+            memory = memory_problem(Spec.from_run(grid.base_fields(compose()) | weights.shape_fields(arrays)))
+            found += [f"{path}: {memory}"] if memory else []
+        problems += found
+        loaded[path] = arrays
     if problems:
         print("phasescan.evaluate: " + ("\n  ".join([""] + problems) if len(problems) > 1 else problems[0]),
               file=sys.stderr)
         return 2
-    print(json.dumps(evaluate_arrays(arrays, args.overrides)))
+    rows = []
+    for path, arrays in loaded.items():
+        row = evaluate_arrays(arrays, overrides)
+        rows.append(row if len(files) == 1 and not args.table else {"file": str(path)} | row)
+        print(json.dumps(rows[-1]), flush=True)
+    if args.table:
+        import pandas as pd
+        frame = pd.DataFrame(rows)
+        write = (lambda tmp: frame.to_parquet(tmp, index=False)) if args.table.suffix == ".parquet" \
+            else (lambda tmp: frame.to_csv(tmp, index=False))
+        results.write_atomic(args.table, write)
+        print(f"phasescan.evaluate: {len(rows)} models -> {args.table}", file=sys.stderr)
     return 0
 
 

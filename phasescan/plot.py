@@ -87,7 +87,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("phasescan.plot: interrupted; the results are untouched", file=sys.stderr)
         return 130
-    print(table.format_table(results.load(args.results_dir), chosen["x"], chosen["y"]))
+    frame = results.load(args.results_dir)
+    print(table.format_table(frame, chosen["x"], chosen["y"]))
+    if table.has_phases(frame):
+        print(table.format_table(frame, chosen["x"], chosen["y"], label="learning_phase"))
     for path in paths:
         print(path)
     return 0

@@ -145,3 +145,72 @@ def test_a_figure_failure_keeps_the_results(tmp_path, monkeypatch):
     assert len(frame) == 4 and (tmp_path / "out" / "runs.parquet").is_file()
     assert ("drawing the figures failed (RuntimeError: no display); results are kept, retry with "
             f"`python -m phasescan.plot {tmp_path / 'out'}`") in (tmp_path / "out" / "phasescan.log").read_text()
+
+
+def test_the_plan_is_said_before_training_and_dry_run_stops_there(tmp_path, caplog):
+    """dry_run=true: the plan's lines, nothing trained or written; a sweep records its rate
+    beside the compile cache, and the next plan estimates its time from it."""
+    caplog.set_level("INFO", "phasescan")
+    cache = tmp_path / "cache" / "jax"
+    args = [*TINY, f"compile_cache={cache}"]
+    assert phasescan.run([*args, "dry_run=true"], out_dir=tmp_path / "dry") is None
+    assert not (tmp_path / "dry").exists() and not (tmp_path / "cache").exists()
+    said = caplog.text
+    assert "plan: 4 runs, 240 model-steps to train on 1 x cpu" in said
+    assert "bucket p=11 d_model=16 steps=60: 4 models in 1 chunk(s) of 4, about" in said
+    assert "time: not known yet on this device" in said and "dry_run=true: nothing trained" in said
+    phasescan.run(args, out_dir=tmp_path / "wet")
+    assert (tmp_path / "cache" / "rates.json").is_file()
+    caplog.clear()
+    phasescan.run([*args, "dry_run=true", "train.steps=600"], out_dir=tmp_path / "dry")
+    assert "time: about" in caplog.text and "of training (the last sweep's rate on this device)" in caplog.text
+    caplog.clear()
+    phasescan.run([*args, "dry_run=true"], out_dir=tmp_path / "wet")  # a finished folder
+    assert "plan: 4 runs (4 done already), 0 model-steps" in caplog.text
+
+
+def test_evaluate_measures_many_files_and_a_folder_into_one_table(tmp_path, capsys):
+    """A results folder's weights/ evaluated at once: one JSON line per model and one table
+    whose labels and metrics are the sweep's own rows."""
+    from phasescan import evaluate
+    frame = phasescan.run([*TINY, "save_weights=all"], out_dir=tmp_path / "out")
+    table = tmp_path / "models.parquet"
+    assert evaluate.main([str(tmp_path / "out"), "--table", str(table)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith('{"file": ') for line in lines)
+    got = pd.read_parquet(table)
+    got["run_id"] = got["file"].map(lambda f: Path(f).stem)
+    both = got.merge(frame, on="run_id", suffixes=("", "_sweep"))
+    assert len(both) == 4 and list(both["algorithm"]) == list(both["algorithm_sweep"].astype(str))
+    assert (both["grad_sym"] - both["grad_sym_sweep"]).abs().max() < 1e-5
+    one = sorted((tmp_path / "out" / "weights").glob("*.npz"))[:2]
+    assert evaluate.main([str(p) for p in one] + ["metrics.grad_sym_triples=20"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+
+
+def test_load_takes_several_folders_a_glob_or_a_folder_of_sweeps(tmp_path):
+    first = phasescan.run(TINY, out_dir=tmp_path / "sweeps" / "lr-a")
+    second = phasescan.run([*TINY, "train.lr=0.003"], out_dir=tmp_path / "sweeps" / "lr-b")
+    assert "folder" not in phasescan.load(tmp_path / "sweeps" / "lr-a")  # one folder: its table
+    for tables in (phasescan.load(tmp_path / "sweeps"), phasescan.load(str(tmp_path / "sweeps" / "lr-*")),
+                   phasescan.load(tmp_path / "sweeps" / "lr-a", tmp_path / "sweeps" / "lr-b")):
+        assert list(tables.columns[:2]) == ["folder", "overrides"] and len(tables) == 8
+        assert list(tables["run_id"]) == list(first["run_id"]) + list(second["run_id"])
+        b = tables[tables["folder"] == str(tmp_path / "sweeps" / "lr-b")]
+        assert (b["lr"] == 0.003).all() and "train.lr=0.003" in b["overrides"].iloc[0]
+    with pytest.raises(FileNotFoundError, match="matches no phasescan results"):
+        phasescan.load(str(tmp_path / "nothing-*"))
+
+
+@pytest.mark.parametrize("arg, typed", [
+    ("sweep.axes.attn_rate='linspace(0,1,5)'", "\"sweep.axes.attn_rate='linspace(0,1,5)'\""),
+    ("task.p=23", "task.p=23"), ("out_dir=a b", "'out_dir=a b'"), ("x='$HOME'", None)])
+def test_the_recorded_command_reads_back_as_typed(arg, typed):
+    """invocations.yaml and the resume line quote an argument the way it is typed, and a shell
+    splits it back into the same argument."""
+    import shlex
+
+    from phasescan.__main__ import shell_word
+    assert shlex.split(shell_word(arg)) == [arg]
+    if typed:
+        assert shell_word(arg) == typed

@@ -2,6 +2,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import TINY, compose, run_cli
 
 from phasescan.analysis import refine
@@ -100,3 +101,37 @@ def test_real_tiny_sweep_refines_end_to_end(tmp_path):
     again = run_cli(*overrides)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "runs.parquet"), frame)
     assert "resuming" in again.stderr
+
+
+def test_a_rerun_with_other_refinement_options_rewrites_the_folders_record(tmp_path):
+    """config.yaml is the last command's resolved config and runs.parquet what it describes: a
+    smaller budget leaves the runs an earlier, larger one added in chunks/ only; refine=false
+    leaves the grid (and no refinement record); refine=true again brings them back untrained."""
+    out = tmp_path / "refined"
+    overrides = [*TINY, "sweep.seeds=1", "train.steps=100", "classify.min_test_acc=0",
+                 "classify.min_circularity=0", "classify.pizza_min_grad_sym=0.5",
+                 "classify.pizza_max_dist_irr=1", "refinement.y=null", "refinement.rounds=2",
+                 "refinement.tolerance=0.3", f"out_dir={out}"]
+
+    def record():
+        runs = pd.read_parquet(out / "runs.parquet")
+        cfg = yaml.safe_load((out / "config.yaml").read_text())
+        rounds = (pd.read_parquet(out / refine.REFINEMENT) if (out / refine.REFINEMENT).is_file()
+                  else None)
+        return runs, cfg, rounds
+
+    run_cli(*overrides, "refine=true", "refinement.budget=3")
+    full, cfg, rounds = record()
+    assert len(full) == 2 + rounds["models_added"].max() >= 4 and cfg["refinement"]["budget"] == 3
+    run_cli(*overrides, "refine=true", "refinement.budget=1")
+    runs, cfg, rounds = record()
+    assert len(runs) == 3 and rounds["models_added"].max() == 1 and cfg["refinement"]["budget"] == 1
+    assert set(runs["run_id"]) < set(full["run_id"])
+    grid_only = run_cli(*overrides)
+    runs, cfg, rounds = record()
+    assert list(runs["run_id"]) == list(full.loc[full["refine_round"] == 0, "run_id"])
+    assert cfg["refine"] is False and rounds is None and "stay in chunks/" in grid_only.stderr
+    chunks = sorted((out / "chunks").iterdir())
+    run_cli(*overrides, "refine=true", "refinement.budget=3")
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "runs.parquet"), full)
+    assert sorted((out / "chunks").iterdir()) == chunks  # nothing trained again

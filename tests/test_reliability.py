@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from conftest import ROOT, TINY, run_cli
 
 from phasescan import load, overrides
@@ -151,7 +152,7 @@ def foreign_folder(path, overrides_=("task.p=13",)):
     """A results folder of another sweep (TINY at another p), with a chunk in it."""
     other = compose(*TINY, *overrides_)
     identity = sweep.sweep_identity(sweep.validated_runs(other), other)
-    sweep.prepare_out_dir(path, "other: sweep\n", identity)
+    sweep.prepare_out_dir(path, yaml.safe_dump(other), identity)
     (path / results.CHUNKS).mkdir()
     (path / results.CHUNKS / "chunk-0000.parquet").write_bytes(b"the other sweep's rows")
     return path
@@ -191,7 +192,7 @@ def test_cli_refuses_foreign_out_dir_briefly(tmp_path):
     before = snapshot(taken)
     proc = run_cli(*TINY, f"out_dir={taken}", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "holds results of a different sweep configuration" in proc.stderr
+    assert "holds results of a different sweep configuration (differs in task.p: 13 -> 11)" in proc.stderr
     assert "out_dir_taken=sibling" in proc.stderr and len(proc.stderr.splitlines()) <= 3
     assert snapshot(taken) == before
 

@@ -53,8 +53,11 @@ def multirun_dir(tmp_path_factory):
 
 def test_shards_partition_the_grid_balanced_by_cost():
     runs = grid.expand(compose("sweep=width_vs_attn"))  # d 32..512: costs differ 256x
-    shard_of = shard.assign(runs, 8)
-    assert shard_of == shard.assign(grid.expand(compose("sweep=width_vs_attn")), 8)  # deterministic
+    units = shard.units(runs, {"chunk_size": "auto"})  # auto: single runs
+    assert units == [[r] for r in runs]
+    shard_of = shard.assign(units, 8)
+    again = grid.expand(compose("sweep=width_vs_attn"))
+    assert shard_of == shard.assign(shard.units(again, {"chunk_size": "auto"}), 8)  # deterministic
     picked = [shard.select(runs, {"num_shards": 8, "shard": i}) for i in range(8)]
     ids = [r["run_id"] for part in picked for r in part]
     assert sorted(ids) == sorted(r["run_id"] for r in runs) and len(set(ids)) == len(runs)
@@ -62,6 +65,23 @@ def test_shards_partition_the_grid_balanced_by_cost():
     assert max(loads) / min(loads) < 1.01
     counts = [len(part) for part in picked]
     assert max(counts) - min(counts) > 1  # balanced by cost, not by count (that would give +-1)
+
+
+def test_with_a_chunk_size_shards_take_the_one_process_chunks_and_merge_to_its_table(tmp_path):
+    """sweep.chunk_size=2: one process trains the chunks [0, 1], [2, 3] of the grid; each shard
+    trains whole ones of them, so the merged table is that process's bit for bit."""
+    from phasescan.runner import merge_shards
+    one = run_sweep(compose(*TINY, "sweep.chunk_size=2"), tmp_path / "one")
+    chunks = grid.chunks(grid.expand(compose(*TINY)), lambda bucket: 2)
+    for i in range(2):
+        cfg = compose(*TINY, "sweep.chunk_size=2", "sweep.num_shards=2", f"sweep.shard={i}")
+        mine = {r["run_id"] for r in shard.select(grid.expand(cfg), cfg["sweep"])}
+        assert mine in [{r["run_id"] for r in c} for c in chunks]  # one whole chunk each
+        run_sweep(cfg, tmp_path / "sharded" / shard.folder_name(i, 2))
+    merged = merge_shards.merge(tmp_path / "sharded")
+    pd.testing.assert_frame_equal(merged, one)
+    with pytest.raises(ConfigError, match=r"sweep.shard=2: nothing to train, the grid's 4 runs form 2 chunks"):
+        shard.select(grid.expand(compose(*TINY)), {"num_shards": 3, "shard": 2, "chunk_size": 2})
 
 
 def test_bad_shard_and_device_settings_are_reported():

@@ -130,3 +130,70 @@ def test_the_bar_shows_a_rate_from_the_first_finished_segment():
     text = out.getvalue()
     assert "? models/s" not in text and "model-steps/s" in text
     assert "2/4 models done,  50% of model-steps" in text
+
+
+# One chunk of 2 models in segments of 50 steps: a state is saved at step 50 by hand.
+SHORT = ["task.p=13", "model.d_model=16", "train.steps=100", "sweep.seeds=2", "sweep.axes.attn_rate=[0.0]",
+         "plot=false", "metrics.grad_sym_triples=20", "sweep.chunk_size=2", "sweep.checkpoint_every=0"]
+
+
+class Stop(Exception):
+    pass
+
+
+def killed_folder(out, cfg):
+    """out_dir as a sweep killed in its first chunk leaves it: the manifest and config.yaml."""
+    from phasescan.runner import sweep
+    sweep.prepare_out_dir(out, "{}", sweep.make_plan(cfg).identity)
+
+
+def state_at_50(cfg, runs):
+    """The chunk's state after its first segment of 50 steps (as a kill right after the save leaves it)."""
+    program = compile_chunk(Spec.from_run(runs[0]), 2, cfg["metrics"] | {"learned_acc": 0.9}, segment=50)
+    saved = []
+
+    def on_segment(step, done, state_fn):
+        saved.append(state_fn())
+        raise Stop
+    with pytest.raises(Stop):
+        run_chunk(program, runs, 2, on_segment=on_segment)
+    return saved[0]
+
+
+def test_a_state_saved_with_another_segment_length_is_resumed(tmp_path, capsys, caplog):
+    cfg = compose(*SHORT, "sweep.segment_steps=50")
+    runs = grid.expand(cfg)
+    whole = run_sweep(cfg, tmp_path / "whole")
+    out = tmp_path / "out"
+    killed_folder(out, cfg)
+    state = state_at_50(cfg, runs)
+    checkpoint.save(checkpoint.path_of(out, [r["run_id"] for r in runs], 2), 50, state.step,
+                    state.leaves, state.logged)
+    caplog.set_level("INFO", "phasescan")
+    resumed = run_sweep(compose(*SHORT, "sweep.segment_steps=30"), out)
+    assert "resuming 2 model(s) at step 50" in caplog.text
+    assert_same_rows(resumed, whole)  # segments of 30 from step 50: the same steps, the same bits
+    assert "starts over" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["too few arrays", "another width"])
+def test_a_state_that_does_not_fit_is_set_aside_and_the_chunk_starts_over(tmp_path, capsys, damage):
+    cfg = compose(*SHORT, "sweep.segment_steps=50")
+    runs = grid.expand(cfg)
+    whole = run_sweep(cfg, tmp_path / "whole")
+    out = tmp_path / "out"
+    if damage == "too few arrays":
+        state = state_at_50(cfg, runs)
+        leaves = state.leaves[:-1]
+    else:  # the same runs' chunk at another width (a model changed under the same run_ids)
+        narrow = compose(*SHORT, "model.d_model=8")
+        state = state_at_50(narrow, grid.expand(narrow))
+        leaves = state.leaves
+    killed_folder(out, cfg)
+    path = checkpoint.path_of(out, [r["run_id"] for r in runs], 2)
+    checkpoint.save(path, 50, state.step, leaves, state.logged)
+    resumed = run_sweep(cfg, out)
+    assert_same_rows(resumed, whole)
+    err = [line for line in capsys.readouterr().err.splitlines() if str(path) in line]
+    assert len(err) == 1 and "set aside as" in err[0] and "the chunk starts over" in err[0], err
+    assert (path.parent / (path.name + ".unusable")).is_file() and not path.exists()

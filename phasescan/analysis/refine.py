@@ -18,6 +18,7 @@ out_dir/refinement.parquet.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -28,6 +29,8 @@ from ..spec import grid
 from ..spec.config import FIELDS, ConfigError, is_int, is_number
 from ..store import results
 from . import boundary
+
+log = logging.getLogger("phasescan")
 
 REFINEMENT = "refinement.parquet"
 Labeller = Callable[[list[dict]], pd.DataFrame]
@@ -167,10 +170,22 @@ def _round_robin(per_y: list[list]) -> list:
 
 
 def run(cfg: dict, out_dir: Path, labeller: Labeller) -> pd.DataFrame:
-    """Refine a finished grid in out_dir; write refinement.parquet; return the spans table."""
+    """Refine a finished grid in out_dir; write refinement.parquet; return the rows of the grid
+    and of every run the rounds added."""
     opts = options(cfg)
     frame = results.read_chunks(out_dir)
     frame = frame[frame["refine_round"] == 0].reset_index(drop=True)
-    _, table = refine(frame, opts, labeller)
+    rows, table = refine(frame, opts, labeller)
     results.write_atomic(Path(out_dir) / REFINEMENT, lambda tmp: table.to_parquet(tmp, index=False))
-    return table
+    return rows
+
+
+def forget(out_dir: Path) -> None:
+    """A command without refine=true on a refined folder: its runs.parquet is the grid alone, so
+    the rounds' record goes too (the refined runs stay in chunks/: refine=true brings both back
+    without training)."""
+    path = Path(out_dir) / REFINEMENT
+    if path.is_file():
+        log.info("refine=false: %s removed, the refined runs left out of runs.parquet (they stay in "
+                 "chunks/; the refine=true command brings them back without training)", path)
+        path.unlink()

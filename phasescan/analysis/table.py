@@ -9,12 +9,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..spec.classify import ALGORITHMS
+from ..spec.classify import ALGORITHMS, LEARNING_PHASES
 from ..spec.config import FIELDS, ConfigError
 
 INITIALS = {"clock": "C", "pizza": "P", "mixed": "m", "other": "o", "non_circular": "n", "unlearned": "u",
             "diverged": "d"}
 assert set(INITIALS) == set(ALGORITHMS)
+PHASE_INITIALS = {"comprehension": "C", "grokking": "G", "memorization": "M", "confusion": "X", "diverged": "d"}
+assert set(PHASE_INITIALS) == set(LEARNING_PHASES)
+# The two labels a model gets, each with its classes in order (ties go to the earlier).
+LABELS = {"algorithm": ALGORITHMS, "learning_phase": LEARNING_PHASES}
+# The dynamics columns whose per-cell medians go with the learning phase (-1: the step never came).
+DYNAMICS_STEPS = ("memorize_step", "generalize_step")
 
 
 def swept_axes(frame: pd.DataFrame) -> list[str]:
@@ -37,18 +43,33 @@ def resolve_axes(frame: pd.DataFrame, x: str = "attn_rate", y: str = "d_model") 
     return x, y, [a for a in swept if a not in (x, y)]
 
 
-def cells(frame: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
-    """One row per (y, x) cell: n runs, count of each algorithm, the majority algorithm and its
-    count (ties go to the earlier of classify.ALGORITHMS), median grad_sym and dist_irr."""
+def has_phases(frame: pd.DataFrame) -> bool:
+    """The table carries the learning dynamics (tables from before them have no learning_phase)."""
+    return "learning_phase" in frame and frame["learning_phase"].notna().any()
+
+
+def cells(frame: pd.DataFrame, x: str, y: str, label: str = "algorithm") -> pd.DataFrame:
+    """One row per (y, x) cell: n runs, count of each class of `label` (algorithm or
+    learning_phase), the majority class and its count (ties go to the earlier in LABELS[label]),
+    median grad_sym and dist_irr; with the dynamics columns, the median memorize_step and
+    generalize_step over the runs that reached them and the median generalization_delay."""
+    if label not in frame:
+        raise ConfigError([f"{label}: not a column of this table (a table from before the learning dynamics?)"])
     groups = frame.groupby([y, x], sort=True, dropna=False)
-    counts = (groups["algorithm"].value_counts().unstack(fill_value=0)
-              .reindex(columns=list(ALGORITHMS), fill_value=0))
+    counts = (groups[label].value_counts().unstack(fill_value=0)
+              .reindex(columns=list(LABELS[label]), fill_value=0))
     out = counts.copy()
     out["n"] = counts.sum(axis=1)
     out["majority"] = counts.idxmax(axis=1)
     out["majority_count"] = counts.max(axis=1)
     for metric in ("grad_sym", "dist_irr"):
         out[f"median_{metric}"] = groups[metric].median()
+    if "generalization_delay" in frame:
+        reached = frame[list(DYNAMICS_STEPS)].where(frame[list(DYNAMICS_STEPS)] >= 0)
+        steps = reached.groupby([frame[y], frame[x]], sort=True, dropna=False)
+        for metric in DYNAMICS_STEPS:
+            out[f"median_{metric}"] = steps[metric].median()
+        out["median_generalization_delay"] = groups["generalization_delay"].median()
     return out.reset_index()
 
 
@@ -59,13 +80,16 @@ def short(value) -> str:
     return str(value)
 
 
-def format_table(frame: pd.DataFrame, x: str = "attn_rate", y: str = "d_model") -> str:
-    """Rows = y values, columns = x values, cell = majority initial and its share, e.g. `P 3/4`."""
+def format_table(frame: pd.DataFrame, x: str = "attn_rate", y: str = "d_model",
+                 label: str = "algorithm") -> str:
+    """Rows = y values, columns = x values, cell = majority initial and its share, e.g. `P 3/4`
+    (`label="learning_phase"`: the learning phases', e.g. `G 2/3`)."""
     x, y, pooled = resolve_axes(frame, x, y)
-    table = cells(frame, x, y)
+    table = cells(frame, x, y, label)
+    initials = INITIALS if label == "algorithm" else PHASE_INITIALS
     xs = sorted(table[x].unique(), key=_order)
     ys = sorted(table[y].unique(), key=_order)
-    text = {(r[y], r[x]): f"{INITIALS[r['majority']]} {r['majority_count']}/{r['n']}"
+    text = {(r[y], r[x]): f"{initials[r['majority']]} {r['majority_count']}/{r['n']}"
             for _, r in table.iterrows()}
     corner = f"{y} \\ {x}"
     rows = [[corner] + [short(v) for v in xs]]
@@ -73,8 +97,8 @@ def format_table(frame: pd.DataFrame, x: str = "attn_rate", y: str = "d_model") 
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in rows]
-    legend = ("cell: majority algorithm, runs with it / runs; "
-              + ", ".join(f"{i} {name}" for name, i in INITIALS.items()))
+    legend = (f"cell: majority {label.replace('_', ' ')}, runs with it / runs; "
+              + ", ".join(f"{i} {name}" for name, i in initials.items()))
     if pooled:
         legend += f"; pooled over {', '.join(pooled)}"
     return "\n".join(lines + [legend])

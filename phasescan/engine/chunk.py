@@ -11,15 +11,15 @@ How many models fit a device: `chunk_size_for`.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ..spec import grid
 from ..spec.tasks import INPUT_FORMATS
 from .train import HParams, Program, Spec, make_program
 
@@ -78,8 +78,7 @@ def chunk_size_for(spec: Spec, n_runs: int, requested, max_auto: int, n_devices:
         size = n_devices * max(1, min(max_auto, room // bytes_per_model(spec)))
     else:
         size = int(requested)
-    n_chunks = math.ceil(n_runs / size)
-    return n_devices * math.ceil(math.ceil(n_runs / n_chunks) / n_devices)
+    return grid.even_chunk_size(n_runs, size, n_devices)
 
 
 def segment_steps(spec: Spec, requested: int | None = None) -> int:
@@ -146,6 +145,19 @@ class ChunkProgram:
     steps: int
     log_every: int | None
     models: NamedSharding  # the model axis split over the devices
+    state: Any  # the state's abstract pytree (jax.ShapeDtypeStruct leaves): what a saved one must fit
+
+    def fits(self, resume: Resume) -> str | None:
+        """None if a saved state fits this program's state, else why not (a checkpoint written
+        by another phasescan or model, or edited by hand)."""
+        want = jax.tree_util.tree_leaves(self.state)
+        if len(resume.leaves) != len(want):
+            return f"{len(resume.leaves)} arrays, this program's state has {len(want)}"
+        for i, (got, spec) in enumerate(zip(resume.leaves, want)):
+            if tuple(np.shape(got)) != tuple(spec.shape) or np.asarray(got).dtype != spec.dtype:
+                return (f"array {i} is {np.asarray(got).dtype}{list(np.shape(got))}, this program's is "
+                        f"{spec.dtype}{list(spec.shape)}")
+        return None
 
 
 def compile_chunk(spec: Spec, chunk_size: int, metric_opts: dict, devices: list | None = None,
@@ -183,7 +195,7 @@ def compile_chunk(spec: Spec, chunk_size: int, metric_opts: dict, devices: list 
                         advance=advance.lower(state, keys, hp, start).compile(),
                         measure=measure.lower(state, hp).compile(),
                         size=chunk_size, segment=program.segment, steps=spec.steps,
-                        log_every=spec.log_every or None, models=models)
+                        log_every=spec.log_every or None, models=models, state=state)
 
 
 def host(tree, n: int):

@@ -12,8 +12,8 @@ from matplotlib.figure import (
 from matplotlib.patches import Patch, Rectangle
 
 from ..analysis import table
-from ..spec.classify import ALGORITHMS
-from .style import COLORS, LOG_AXES, label, pooled_values
+from ..spec.classify import ALGORITHMS, LEARNING_PHASES
+from .style import CLASS_COLORS, COLORS, LOG_AXES, PHASE_COLORS, label, pooled_values
 
 CIRCULAR_MIN = 0.995  # the paper keeps models with circularity >= 99.5% in its scatter plots
 
@@ -45,13 +45,18 @@ def grid_position(ticks: np.ndarray, value: float) -> float:
 
 # ---------------------------------------------------------------- phase diagram and heat maps
 
-def phase_diagram(frame: pd.DataFrame, x: str, y: str, pooled: list[str], bounds: pd.DataFrame) -> Figure:
-    cells = table.cells(frame, x, y)
+def phase_diagram(frame: pd.DataFrame, x: str, y: str, pooled: list[str], bounds: pd.DataFrame | None,
+                  label_column: str = "algorithm") -> Figure:
+    """The majority class per cell: of `algorithm` with the Pizza -> Clock boundary, or of
+    `learning_phase` (bounds None: the learning-phase diagram, in its own colours)."""
+    cells = table.cells(frame, x, y, label_column)
+    palette = CLASS_COLORS[label_column]
     xs = np.sort(cells[x].unique())
     ys = np.sort(cells[y].unique())
     note = pooled_note(pooled, frame)
     if len(ys) == 1:
-        return phase_shares(cells, x, xs, y, ys[0], bounds.iloc[0], note)
+        return phase_shares(cells, x, xs, y, ys[0], None if bounds is None else bounds.iloc[0], note,
+                            label_column)
     fig = Figure(figsize=(max(5.0, 0.62 * len(xs) + 2.6), max(3.2, 0.45 * len(ys) + 1.8)))
     ax = fig.subplots()
     image = np.ones((len(ys), len(xs), 3))  # white where a cell has no runs
@@ -59,16 +64,17 @@ def phase_diagram(frame: pd.DataFrame, x: str, y: str, pooled: list[str], bounds
         i, j = np.searchsorted(ys, r[y]), np.searchsorted(xs, r[x])
         share = r["majority_count"] / r["n"]
         strength = 0.3 + 0.7 * share  # a weak majority is drawn paler
-        image[i, j] = strength * np.array(colors.to_rgb(COLORS[r["majority"]])) + (1 - strength)
+        image[i, j] = strength * np.array(colors.to_rgb(palette[r["majority"]])) + (1 - strength)
         ink = "white" if r["majority"] in ("clock", "diverged") and share > 0.7 else "black"
         ax.text(j, i, f"{r['majority_count']}/{r['n']}", ha="center", va="center", fontsize=8,
                 color=ink)
     ax.imshow(image, origin="lower", aspect="auto")
     _grid_ticks(ax, x, xs, y, ys)
-    handles = [Patch(color=COLORS[a], label=a) for a in ALGORITHMS if (cells["majority"] == a).any()]
-    handles += _draw_boundary(ax, bounds, y, ys, xs)
+    handles = [Patch(color=palette[a], label=a) for a in palette if (cells["majority"] == a).any()]
+    if bounds is not None:
+        handles += _draw_boundary(ax, bounds, y, ys, xs)
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.set_title(f"Majority algorithm per cell (k/n: runs with it / runs; paler: weaker "
+    ax.set_title(f"Majority {label(label_column)} per cell (k/n: runs with it / runs; paler: weaker "
                  f"majority){note}", loc="left")
     return fig
 
@@ -126,8 +132,9 @@ def _draw_boundary(ax, bounds: pd.DataFrame, y: str, ys: np.ndarray, xs: np.ndar
     return handles
 
 
-def phase_shares(cells, x, xs, y, y_value, bound, note) -> Figure:
-    """1-D diagram: the share of each algorithm along x as stacked bars, with the boundary.
+def phase_shares(cells, x, xs, y, y_value, bound, note, label_column: str = "algorithm") -> Figure:
+    """1-D diagram: the share of each algorithm (learning phase) along x as stacked bars, with
+    the boundary (bound None: none).
 
     One bar per x value at 0, 1, 2, ... (as the cells of the 2-D diagram), labelled with its
     value: the axis spans the swept values only (no bar reaches below the smallest or above the
@@ -139,15 +146,16 @@ def phase_shares(cells, x, xs, y, y_value, bound, note) -> Figure:
     bottom = np.zeros(len(xs))
     cells = cells.set_index(x).loc[xs]
     # Pizza at the bottom: its bar height is the Pizza share, read against the 1/2 line.
-    for name in sorted(ALGORITHMS, key=lambda a: a != "pizza"):
+    palette = CLASS_COLORS[label_column]
+    for name in sorted(palette, key=lambda a: a != "pizza"):
         share = (cells[name] / cells["n"]).to_numpy()
         if share.any():
-            ax.bar(positions, share, width=0.85, bottom=bottom, color=COLORS[name], label=name,
+            ax.bar(positions, share, width=0.85, bottom=bottom, color=palette[name], label=name,
                    edgecolor="white", linewidth=0.5)
         bottom += share
     ax.axhline(0.5, color="black", lw=0.8, ls=":")
     extra = []  # legend entries without a drawing
-    name, chosen = pizza_clock(bound)
+    name, chosen = pizza_clock(bound) if bound is not None else ("", {"status": "none"})
     if chosen["status"] == "crossing":
         problem = interval_problem(chosen)
         if problem is None:
@@ -166,7 +174,7 @@ def phase_shares(cells, x, xs, y, y_value, bound, note) -> Figure:
     ax.set_ylabel("share of runs")
     n = cells["n"]
     runs = f"{n.min()}" if n.min() == n.max() else f"{n.min()}-{n.max()}"
-    ax.set_title(f"Algorithm share per {label(x)} ({y} = {table.short(y_value)}, {runs} runs "
+    ax.set_title(f"{label(label_column).capitalize()} share per {label(x)} ({y} = {table.short(y_value)}, {runs} runs "
                  f"per bar){note}", loc="left")
     ax.legend(handles=ax.get_legend_handles_labels()[0] + extra, loc="upper left",
               bbox_to_anchor=(1.01, 1.0), frameon=False)
@@ -345,3 +353,79 @@ def circle_shares(frame: pd.DataFrame, x: str, y: str, pooled: list[str]) -> Fig
     fig.suptitle("Circles per cell: what each isolated circle runs", fontsize=10)
     return fig
 
+
+
+# ---------------------------------------------------------------- learning phases
+
+def phase_split(frame: pd.DataFrame) -> str | None:
+    """The axis the joint figure draws one panel per value of: the attention rate, which decides
+    Clock or Pizza, when it was swept with a few values (pooled otherwise)."""
+    swept = table.swept_axes(frame)
+    return "attn_rate" if "attn_rate" in swept and frame["attn_rate"].nunique() <= 4 else None
+
+
+def joint_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Runs per (learning phase, algorithm): rows the phases, columns the algorithms, both in
+    their classify order, only those that occur."""
+    counts = pd.crosstab(frame["learning_phase"], frame["algorithm"])
+    rows = [p for p in LEARNING_PHASES if p in counts.index]
+    return counts.reindex(index=rows, columns=[a for a in ALGORITHMS if a in counts.columns], fill_value=0)
+
+
+def phase_algorithm(frame: pd.DataFrame, pooled: list[str]) -> Figure:
+    """Learning phase x algorithm: how many runs of each phase learned each algorithm (one
+    panel per attention rate when it was swept with a few values); shade and % = the share of
+    the phase's runs, so 'do grokked models learn Clock more often' is read along a row."""
+    split = phase_split(frame)
+    groups = list(frame.groupby(split, sort=True)) if split else [(None, frame)]
+    algorithms = [a for a in ALGORITHMS if (frame["algorithm"] == a).any()]
+    phases = [p for p in LEARNING_PHASES if (frame["learning_phase"] == p).any()]
+    fig = Figure(figsize=(max(4.5, 0.9 * len(algorithms) + 2.2) * len(groups), 0.5 * len(phases) + 2.0),
+                 layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(groups), squeeze=False)[0])
+    for ax, (value, group) in zip(axes, groups):
+        counts = joint_counts(group).reindex(index=phases, columns=algorithms, fill_value=0)
+        totals = counts.sum(axis=1).replace(0, np.nan)
+        share = counts.div(totals, axis=0).to_numpy(dtype=float)
+        ax.imshow(np.nan_to_num(share), cmap="Greys", vmin=0, vmax=1.4, aspect="auto")
+        for (i, j), n in np.ndenumerate(counts.to_numpy()):
+            if n:
+                ax.text(j, i, f"{n}\n{100 * share[i, j]:.0f}%", ha="center", va="center", fontsize=8,
+                        color="white" if share[i, j] > 0.8 else "black")
+        ax.set_xticks(range(len(algorithms)), algorithms, rotation=30, ha="right")
+        ax.set_yticks(range(len(phases)), [f"{p} ({int(counts.loc[p].sum())})" for p in phases])
+        for tick, name in zip(ax.get_xticklabels(), algorithms):
+            tick.set_color(COLORS[name] if name not in ("unlearned",) else "#666666")
+        ax.set_xlabel("algorithm")
+        ax.set_title(f"{label(split)} = {table.short(value)}" if split else "all runs", loc="left")
+    axes[0].set_ylabel("learning phase (runs)")
+    note = pooled_note([a for a in pooled if a != split], frame)
+    fig.suptitle(f"Learning phase x algorithm: runs, and % of the phase's runs{note}", fontsize=10)
+    return fig
+
+
+def dynamics_heatmaps(frame: pd.DataFrame, x: str, y: str, pooled: list[str]) -> Figure:
+    """Per cell: the median memorize_step and generalize_step (over the runs that reached them)
+    and the median generalization_delay, the numbers the learning phase is read from."""
+    cells = table.cells(frame, x, y, "learning_phase")
+    xs = np.sort(cells[x].unique())
+    ys = np.sort(cells[y].unique())
+    metrics = ("memorize_step", "generalize_step", "generalization_delay")
+    fig = Figure(figsize=(3 * max(3.6, 0.5 * len(xs) + 1.8), max(3.0, 0.45 * len(ys) + 1.8)),
+                 layout="constrained")
+    for ax, metric in zip(fig.subplots(1, 3), metrics):
+        values = np.full((len(ys), len(xs)), np.nan)
+        for _, r in cells.iterrows():
+            values[np.searchsorted(ys, r[y]), np.searchsorted(xs, r[x])] = r[f"median_{metric}"]
+        finite = values[np.isfinite(values)]
+        image = ax.imshow(np.ma.masked_invalid(values), cmap="magma_r", origin="lower", aspect="auto",
+                          vmin=0, vmax=finite.max() if finite.size else 1)
+        for (i, j), v in np.ndenumerate(values):
+            ax.text(j, i, f"{v:.0f}" if np.isfinite(v) else "never", ha="center", va="center", fontsize=7,
+                    color="white" if np.isfinite(v) and finite.size and v > 0.6 * finite.max() else "black")
+        _grid_ticks(ax, x, xs, y, ys)
+        ax.set_title(f"median {metric}" + (" (steps)" if metric.endswith("step") else ""), loc="left")
+        fig.colorbar(image, ax=ax, shrink=0.9)
+    note = pooled_note(pooled, frame)
+    fig.suptitle("Learning dynamics per cell (never: no run of the cell reached it)" + note, fontsize=9)
+    return fig

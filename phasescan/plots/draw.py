@@ -15,9 +15,11 @@ from ..spec.config import ConfigError
 from ..store import history, results
 from .diagrams import (
     circle_shares,
+    dynamics_heatmaps,
     metric_distributions,
     metric_heatmaps,
     paper_scatter,
+    phase_algorithm,
     phase_diagram,
 )
 from .inspection import circles_figure, inspection, inspection_data, pick_runs
@@ -48,6 +50,10 @@ def sweep_figures(frame: pd.DataFrame, x: str, y: str, pooled: list[str], bounds
     yield "metric_distributions", metric_distributions(frame, x, thresholds)
     if "circle_algorithms" in frame:  # tables from before the circles have none
         yield "circle_shares", circle_shares(frame, x, y, pooled)
+    if table.has_phases(frame):  # tables from before the learning dynamics have none
+        yield "learning_phase_diagram", phase_diagram(frame, x, y, pooled, None, "learning_phase")
+        yield "phase_algorithm", phase_algorithm(frame, pooled)
+        yield "dynamics_heatmaps", dynamics_heatmaps(frame, x, y, pooled)
 
 
 def summary_figures(source, x: str = "attn_rate", y: str = "d_model") -> dict[str, Figure]:
@@ -57,7 +63,10 @@ def summary_figures(source, x: str = "attn_rate", y: str = "d_model") -> dict[st
 
     from ..spec.config import compose
     frame = source if isinstance(source, pd.DataFrame) else results.load(source)
-    folder = Path(source) if not isinstance(source, pd.DataFrame) else frame.attrs.get("out_dir")
+    if isinstance(source, pd.DataFrame):
+        folder = frame.attrs.get("out_dir")
+    else:  # a folder, or a runs.parquet whose folder holds config.yaml
+        folder = Path(source) if Path(source).is_dir() else Path(source).parent
     thresholds = (results.read_config(folder) if folder else compose()).get("classify", {})
     x, y, pooled = table.resolve_axes(frame, x, y)
     with rc_context(STYLE):

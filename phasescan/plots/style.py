@@ -2,19 +2,26 @@
 from __future__ import annotations
 
 from ..analysis.table import short
-from ..spec.classify import ALGORITHMS
+from ..spec.classify import ALGORITHMS, LEARNING_PHASES
 
 # Okabe-Ito, one fixed colour per class (colour-blind safe).
 COLORS = {"clock": "#0072B2", "pizza": "#E69F00", "mixed": "#D55E00", "other": "#CC79A7",
           "non_circular": "#009E73",
           "unlearned": "#BBBBBB", "diverged": "#000000"}
 assert set(COLORS) == set(ALGORITHMS)
+# The learning phases' own colours, none an algorithm's, so the two diagrams are never confused
+# (sky blue and yellow from Okabe-Ito, greys for the phases that never generalise).
+PHASE_COLORS = {"comprehension": "#56B4E9", "grokking": "#F0E442", "memorization": "#999999",
+                "confusion": "#E0D0F0", "diverged": "#000000"}
+assert set(PHASE_COLORS) == set(LEARNING_PHASES)
+CLASS_COLORS = {"algorithm": COLORS, "learning_phase": PHASE_COLORS}
 LABELS = {"attn_rate": "attention rate", "d_model": "width d_model", "lr": "learning rate",
           "weight_decay": "weight decay", "train_frac": "train fraction", "n_heads": "heads",
           "n_layers": "layers", "grad_sym": "gradient symmetricity",
           "dist_irr": "distance irrelevance (correct logit)",
-          "dist_irr_top_wrong": "distance irrelevance (largest wrong logit)"}
-LOG_AXES = {"d_model", "lr", "weight_decay", "batch_size"}
+          "dist_irr_top_wrong": "distance irrelevance (largest wrong logit)",
+          "init_scale": "initialisation scale", "learning_phase": "learning phase"}
+LOG_AXES = {"d_model", "lr", "weight_decay", "batch_size", "init_scale"}
 STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5,
          "xtick.labelsize": 9, "ytick.labelsize": 9, "savefig.dpi": 150, "figure.dpi": 100}
 

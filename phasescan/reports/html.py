@@ -18,7 +18,7 @@ from ..plots import draw
 from ..plots.style import COLORS, STYLE
 from ..spec.classify import ALGORITHMS
 from ..store import results
-from .markdown import interval_note, manifest_line, numbers, pooled_sentence
+from .markdown import DYNAMICS_TEXT, interval_note, manifest_line, numbers, pooled_sentence
 
 REPORT_HTML = "report.html"
 CONVERGENCE = ["runs", "test_acc", "train_loss", "param_norm", "spiking"]
@@ -31,6 +31,12 @@ CAPTIONS = {
     "metric_distributions": "The metrics against the classification thresholds (docs/metrics.md).",
     "circle_shares": "Per cell, what each isolated circle of the embeddings runs, and the share of "
                      "mixed models.",
+    "learning_phase_diagram": "Majority learning phase per cell (comprehension, grokking, memorization, "
+                              "confusion: docs/metrics.md, Learning phases), in its own colours.",
+    "phase_algorithm": "Learning phase x algorithm: runs of each phase that learned each algorithm, and "
+                       "their share of the phase's runs.",
+    "dynamics_heatmaps": "Median memorize_step, generalize_step (over the runs that reached them) and "
+                         "generalization_delay per cell.",
 }
 KIND_CAPTIONS = {  # the figures copied from DIR/figures/
     "inspect_": "One model: its embedding on principal-component pairs, the input gradients "
@@ -223,6 +229,12 @@ def html_report(out_dir: Path, by: str = "attn_rate", y: str | None = None,
                      "<p>Median [25%, 75%] of each metric, the share of each algorithm and of "
                      "circular models.</p>" + "\n".join(metric_parts)))
     sections.append(("convergence", "Convergence and loss spikes", "\n".join(conv_parts)))
+    if n.joint is not None:
+        parts = [pooled_par(n.pooled), f"<p>{_e(DYNAMICS_TEXT.format(by=by))}</p>"]
+        parts += [(f"<h3>{_e(y)} = {_e(table.short(y_value))}</h3>" if y else "") + html_table(frame)
+                  for y_value, frame in n.dynamics]
+        parts.append("<h3>Learning phase x algorithm (runs)</h3>" + html_table(n.joint))
+        sections.append(("dynamics", "Learning dynamics", "\n".join(parts)))
     sections.append(("config", "Configuration (config.yaml)",
                      f'<pre class="config">{_e(n.config_text)}</pre>' if n.config_text
                      else "<p>No config.yaml in this folder (the defaults were assumed).</p>"))

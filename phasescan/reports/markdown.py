@@ -13,7 +13,7 @@ from ..analysis import boundary, table
 from ..engine.train import FIT_LOSS
 from ..plots.diagrams import CIRCULAR_MIN, interval_problem
 from ..plots.style import pooled_values
-from ..spec.classify import ALGORITHMS
+from ..spec.classify import ALGORITHMS, LEARNING_PHASES
 from ..spec.config import ConfigError
 from ..store import results
 
@@ -45,6 +45,33 @@ def summary(runs: pd.DataFrame, by: str, min_circularity: float) -> pd.DataFrame
             row["spiking"] = f"{(group['spike_loss'] > FIT_LOSS).mean():.2f}"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def dynamics(runs: pd.DataFrame, by: str) -> pd.DataFrame:
+    """One row per value of `by`: the share of each learning phase, the median memorize_step and
+    generalize_step over the runs that reached them (with how many did) and the median
+    generalization_delay."""
+    rows = []
+    for value, group in runs.groupby(by, sort=True):
+        row = {by: value, "runs": len(group)}
+        shares = group["learning_phase"].value_counts(normalize=True)
+        row.update({name: f"{shares.get(name, 0.0):.2f}" for name in LEARNING_PHASES
+                    if (runs["learning_phase"] == name).any()})
+        for step in ("memorize_step", "generalize_step"):
+            reached = group.loc[group[step] >= 0, step]
+            row[step] = f"{reached.median():.0f} ({len(reached)})" if len(reached) else "never (0)"
+        row["generalization_delay"] = f"{group['generalization_delay'].median():.3g}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def joint_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs per learning phase (rows) and algorithm (columns), with the row totals."""
+    counts = pd.crosstab(runs["learning_phase"], runs["algorithm"])
+    counts = counts.reindex(index=[p for p in LEARNING_PHASES if p in counts.index],
+                            columns=[a for a in ALGORITHMS if a in counts.columns], fill_value=0)
+    counts["runs"] = counts.sum(axis=1)
+    return counts.rename_axis(index="learning_phase", columns=None).reset_index()
 
 
 def transitions(runs: pd.DataFrame, by: str, y: str | None, pizza_min_grad_sym: float,
@@ -114,6 +141,11 @@ def interval_note(found: pd.DataFrame) -> str:
                      for (what, why), rows in notes.items())
 
 
+DYNAMICS_TEXT = ("Learning dynamics per {by}: the share of each learning phase, the median step of 90% "
+                 "train (memorize_step) and test (generalize_step) accuracy over the runs that reached "
+                 "it (how many did), the median generalization_delay (docs/metrics.md, Learning phases):")
+
+
 @dataclasses.dataclass
 class Numbers:
     """Everything the report says, computed once; `markdown_report` and `html_report` lay it out."""
@@ -123,6 +155,8 @@ class Numbers:
     pooled: list[str]  # swept axes the per-bin tables put together
     blocks: list[tuple[object, pd.DataFrame]]  # (y value or None, summary)
     transitions: pd.DataFrame
+    dynamics: list[tuple[object, pd.DataFrame]]  # (y value or None, dynamics); [] before the dynamics
+    joint: pd.DataFrame | None  # learning phase x algorithm; None before the dynamics
     manifest: dict | None
     config_text: str
 
@@ -135,14 +169,17 @@ def numbers(out_dir: Path, by: str = "attn_rate", y: str | None = None) -> Numbe
         if name not in runs:
             raise ConfigError([f"{name}: not a column of {out_dir / 'runs.parquet'}"])
     groups = runs.groupby(y, sort=True) if y else [(None, runs)]
+    groups = list(groups)
     blocks = [(y_value, summary(group, by, thresholds.get("min_circularity", 0.6)))
               for y_value, group in groups]
+    phases = table.has_phases(runs)
+    dynamic_blocks = [(y_value, dynamics(group, by)) for y_value, group in groups] if phases else []
     manifest = results.read_manifest(out_dir)  # a damaged one: one line (ConfigError)
     config_path = out_dir / results.CONFIG
     config_text = config_path.read_text() if config_path.is_file() else ""
     return Numbers(runs, by, y, pooled_axes(runs, by, y), blocks,
-                   transitions(runs, by, y, thresholds.get("pizza_min_grad_sym", 0.9)), manifest,
-                   config_text)
+                   transitions(runs, by, y, thresholds.get("pizza_min_grad_sym", 0.9)),
+                   dynamic_blocks, joint_table(runs) if phases else None, manifest, config_text)
 
 
 def manifest_line(n: Numbers) -> str:
@@ -169,6 +206,14 @@ def report(out_dir: Path, by: str = "attn_rate", y: str | None = None) -> str:
     parts.append(markdown(n.transitions) + "\n")
     if interval_note(n.transitions):
         parts.append(interval_note(n.transitions) + ".\n")
+    if n.joint is not None:
+        parts.append(DYNAMICS_TEXT.format(by=by) + "\n")
+        for y_value, frame in n.dynamics:
+            if y:
+                parts.append(f"**{y} = {y_value}**\n")
+            parts.append(markdown(frame) + "\n")
+        parts.append("Learning phase x algorithm (runs):\n")
+        parts.append(markdown(n.joint) + "\n")
     if n.manifest is not None:
         parts.append(manifest_line(n))
     return "\n".join(parts)

@@ -10,13 +10,13 @@ import pandas as pd
 import yaml
 
 from ..spec import grid, shard
-from ..spec.config import ConfigError, is_int
+from ..spec.config import ConfigError, flatten, is_int
 from ..store import history, results
 from .sweep import sweep_identity
 
 # Settings that may differ between shards of one sweep: they change where and how fast a shard
-# runs, not its rows.
-EXECUTION_KEYS = ("out_dir", "sweep.shard", "sweep.devices", "sweep.chunk_size", "sweep.max_chunk_size",
+# runs, not its rows. (Not sweep.chunk_size: an integer one lays out the chunks the shards share.)
+EXECUTION_KEYS = ("out_dir", "sweep.shard", "sweep.devices", "sweep.max_chunk_size",
                   "sweep.vmap_group", "sweep.segment_steps", "sweep.checkpoint_every", "plot",
                   "compile_cache", "tracking", "tracking_options")  # a key or a section
 
@@ -33,16 +33,6 @@ def find_shards(sweep_dir: Path) -> list[Path]:
     """Every results folder below sweep_dir (not sweep_dir itself, which receives the merge)."""
     return sorted(m.parent for m in Path(sweep_dir).rglob(results.MANIFEST)
                   if m.parent != Path(sweep_dir) and (m.parent / results.CONFIG).is_file())
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out |= flatten(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def sweep_settings(cfg: dict) -> dict:
@@ -121,8 +111,8 @@ def merge(sweep_dir) -> pd.DataFrame:
     whole = cfg | {"sweep": cfg["sweep"] | {"num_shards": 1, "shard": 0}}  # the unsharded sweep
     runs = grid.expand(whole)
     expected = {s: set() for s in range(n)}
-    for run, s in zip(runs, shard.assign(runs, n)):
-        expected[s].add(run["run_id"])
+    for run_id, s in shard.shard_of_runs(runs, cfg["sweep"]).items():
+        expected[s].add(run_id)
 
     frames, problems = [], []
     for index, folder in sorted(folders.items()):

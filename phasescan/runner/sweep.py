@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -40,9 +41,10 @@ from ..engine.chunk import (
 )
 from ..engine.train import Spec
 from ..spec import classify, grid, shard
-from ..spec.config import ConfigError, check_options, is_int
+from ..spec.config import ConfigError, check_options, identity_differences, is_int
 from ..spec.progress import Progress
 from ..store import checkpoint, history, results, tracking, weights
+from . import summary
 
 log = logging.getLogger("phasescan")
 
@@ -72,6 +74,11 @@ def validated_runs(cfg: dict) -> list[dict]:
     """Every run of the sweep (of this shard, with sweep.num_shards > 1) after checking the
     whole config; one ConfigError lists every problem (fields, axes, seeds, options, devices,
     shards) before anything is written."""
+    return validated_grid(cfg)[1]
+
+
+def validated_grid(cfg: dict) -> tuple[list[dict], list[dict]]:
+    """(every run of the grid, this shard's runs), validated as validated_runs says."""
     problems = []
     try:
         runs = grid.expand(cfg)
@@ -86,6 +93,7 @@ def validated_runs(cfg: dict) -> list[dict]:
             check(cfg)
         except ConfigError as error:
             problems += error.problems
+    grid_runs = runs
     try:
         runs = shard.select(runs, cfg["sweep"])  # this shard's runs (all of them, unsharded)
     except ConfigError as error:
@@ -96,7 +104,7 @@ def validated_runs(cfg: dict) -> list[dict]:
             problems.append(problem)
     if problems:
         raise ConfigError(problems)
-    return runs
+    return grid_runs, runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,12 +116,14 @@ class Plan:
     runs: tuple
     devices: tuple
     identity: str
+    grid_runs: tuple  # the whole grid (every shard's runs): the chunks are laid out over it
 
 
 def make_plan(cfg: dict) -> Plan:
     """Validate the whole config (every problem in one ConfigError) and expand it, once."""
-    runs = validated_runs(cfg)
-    return Plan(cfg, tuple(runs), tuple(sweep_devices(cfg["sweep"])), sweep_identity(runs, cfg))
+    grid_runs, runs = validated_grid(cfg)
+    return Plan(cfg, tuple(runs), tuple(sweep_devices(cfg["sweep"])), sweep_identity(runs, cfg),
+                tuple(grid_runs))
 
 
 def as_plan(plan_or_cfg) -> Plan:
@@ -139,18 +149,34 @@ def out_dir_holds(out_dir: Path, identity: str) -> str | None:
     return None
 
 
-def pick_out_dir(out_dir: Path, identity: str, taken: str = "refuse") -> Path:
-    """out_dir if it is free or holds this sweep (resume). Otherwise refuse, touching nothing,
-    or with taken="sibling" the first of out_dir-2, out_dir-3, ... that is free or holds it."""
+def differences(out_dir: Path, cfg: dict | None) -> str:
+    """How the sweep in out_dir differs from cfg, for a refusal: ` (differs in key: old -> new,
+    ...)`, or "" when its config.yaml is unreadable or shows no difference."""
+    if cfg is None or not (out_dir / results.CONFIG).is_file():
+        return ""
+    try:
+        found = identity_differences(results.parse_config(out_dir / results.CONFIG), cfg)
+    except ConfigError:
+        return ""
+    if not found:
+        return ""
+    shown = found if len(found) <= 6 else found[:5] + [f"... {len(found) - 5} more"]
+    return f" (differs in {'; '.join(shown)})"
+
+
+def pick_out_dir(out_dir: Path, identity: str, taken: str = "refuse", cfg: dict | None = None) -> Path:
+    """out_dir if it is free or holds this sweep (resume). Otherwise refuse, touching nothing
+    (naming the fields that differ, from its config.yaml and `cfg`), or with taken="sibling" the
+    first of out_dir-2, out_dir-3, ... that is free or holds it."""
     out_dir = Path(out_dir)
     holds = out_dir_holds(out_dir, identity)
     if holds is None:
         return out_dir
     if taken != "sibling":
         raise ConfigError(
-            f"out_dir={out_dir}: holds {holds}; nothing in it was changed. Choose another "
-            f"out_dir, or add out_dir_taken=sibling to start over in a fresh folder next to it "
-            f"({out_dir.name}-2, -3, ...)")
+            f"out_dir={out_dir}: holds {holds}{differences(out_dir, cfg)}; nothing in it was "
+            f"changed. Choose another out_dir, or add out_dir_taken=sibling to start over in a "
+            f"fresh folder next to it ({out_dir.name}-2, -3, ...)")
     n = 2
     while out_dir_holds(sibling := out_dir.with_name(f"{out_dir.name}-{n}"), identity) is not None:
         n += 1
@@ -161,7 +187,7 @@ def pick_out_dir(out_dir: Path, identity: str, taken: str = "refuse") -> Path:
 def choose_out_dir(plan: Plan | dict, out_dir: Path) -> Path:
     """Where run_sweep(plan, out_dir) writes (see pick_out_dir)."""
     plan = as_plan(plan)
-    return pick_out_dir(out_dir, plan.identity, plan.cfg.get("out_dir_taken", "refuse"))
+    return pick_out_dir(out_dir, plan.identity, plan.cfg.get("out_dir_taken", "refuse"), plan.cfg)
 
 
 def prepare_out_dir(out_dir: Path, cfg_yaml: str, identity: str) -> dict:
@@ -175,7 +201,10 @@ def prepare_out_dir(out_dir: Path, cfg_yaml: str, identity: str) -> dict:
         # The manifest first: from now on the folder is recognisably this sweep's.
         manifest = {"sweep_identity": identity, "resumes": -1}
         results.write_manifest(out_dir, manifest)
-        results.write_atomic(out_dir / results.CONFIG, lambda tmp: tmp.write_text(cfg_yaml))
+    # Every invocation, after the manifest: config.yaml is this command's resolved config (the
+    # same sweep identity; refinement, plot, ... may differ), so a kill between the two writes
+    # is repaired by the next run, and the folder says what its runs.parquet holds.
+    results.write_atomic(out_dir / results.CONFIG, lambda tmp: tmp.write_text(cfg_yaml))
     return manifest
 
 
@@ -250,17 +279,25 @@ class Segments:
     def path(self, piece: list[dict], size: int) -> Path:
         return checkpoint.path_of(self.out_dir, [r["run_id"] for r in piece], size)
 
-    def resume(self, piece: list[dict], size: int, segment: int) -> Resume | None:
-        """The piece's saved state, if it was saved by the same program (same segment length:
-        the same steps in the same programs, so the same bits as an uninterrupted run)."""
-        saved = checkpoint.load(self.path(piece, size))
-        if saved is None or saved[0] != segment:
+    def resume(self, piece: list[dict], size: int, program) -> Resume | None:
+        """The piece's saved state, if this program can go on from it: a state of its shape,
+        saved with any segment length (checkpoint.off_grid). One that does not fit is set aside
+        with one line and the chunk starts over."""
+        path = self.path(piece, size)
+        saved = checkpoint.load(path)
+        if saved is None:
             return None
-        _, step, leaves, logged = saved
-        log.info("resuming %d model(s) at step %d from %s", len(piece), step,
-                 self.path(piece, size).relative_to(self.out_dir))
+        segment, step, leaves, logged = saved
+        resume = Resume(step, leaves, logged)
+        why = program.fits(resume) or checkpoint.off_grid(step, segment, program.segment, program.log_every)
+        if why:
+            aside = checkpoint.set_aside(path)
+            print(f"phasescan: {path}: {why}; set aside as {aside.name}, the chunk starts over",
+                  file=sys.stderr)
+            return None
+        log.info("resuming %d model(s) at step %d from %s", len(piece), step, path.relative_to(self.out_dir))
         self.progress.advance(len(piece) * step)
-        return Resume(step, leaves, logged)
+        return resume
 
     def callback(self, piece: list[dict], size: int, segment: int):
         last_save = time.monotonic()
@@ -295,7 +332,7 @@ def run_pieces(program, runs: list[dict], size: int, keep_params: bool, n_device
             compiled = program(size)
             hooks = {} if segments is None else {
                 "on_segment": segments.callback(piece, size, compiled.segment),
-                "resume": segments.resume(piece, size, compiled.segment)}
+                "resume": segments.resume(piece, size, compiled)}
             result = run_chunk(compiled, piece, size, keep_params=keep_params, **hooks)
         except Exception as error:
             if size == n_devices or not is_out_of_memory(error):
@@ -325,7 +362,7 @@ def run_sweep(plan: Plan | dict, out_dir: Path, cfg_yaml: str | None = None,
     if cfg_yaml is None:
         from omegaconf import OmegaConf
         cfg_yaml = OmegaConf.to_yaml(OmegaConf.create(plan.cfg))
-    out_dir = pick_out_dir(out_dir, plan.identity, plan.cfg.get("out_dir_taken", "refuse"))
+    out_dir = pick_out_dir(out_dir, plan.identity, plan.cfg.get("out_dir_taken", "refuse"), plan.cfg)
     with results.locked(out_dir):  # one process per folder
         manifest = prepare_out_dir(out_dir, cfg_yaml, plan.identity)  # first: the folder is this sweep's
         with record(out_dir) if record else contextlib.nullcontext():
@@ -352,16 +389,27 @@ def record_sweep(plan: Plan, out_dir: Path, manifest: dict) -> pd.DataFrame:
     track = tracking.sink(cfg, out_dir)  # None with tracking=none
     with stop_on_signals() as stop:
         progress = new_progress(runs, done_ids)
+        compiled_before = sum(manifest["compile_s"].values())
         try:
-            train_runs(cfg, out_dir, runs, done_ids, manifest, progress, devices, stop, track)
+            train_runs(cfg, out_dir, runs, done_ids, manifest, progress, devices, stop, track,
+                       layout=list(plan.grid_runs))
         finally:
             progress.close()
+        # the next plan's time estimate: training seconds of what was trained (compiling apart)
+        summary.record_rate(cfg, devices, todo, time.perf_counter() - start
+                            - (sum(manifest["compile_s"].values()) - compiled_before))
+        wanted = {r["run_id"] for r in runs}
         if refine.options(cfg):
-            refine.run(cfg, out_dir, lambda extra: train_new_runs(cfg, out_dir, extra, manifest,
-                                                                  devices, stop, track))
+            refined = refine.run(cfg, out_dir, lambda extra: train_new_runs(cfg, out_dir, extra, manifest,
+                                                                            devices, stop, track))
+            wanted |= set(refined["run_id"])
+        else:
+            refine.forget(out_dir)
 
-    frame = results.assemble(out_dir)
-    history.assemble(out_dir)
+    # runs.parquet holds what config.yaml describes: the grid and this command's refinement. Runs
+    # an earlier command refined with other options stay in chunks/ (and return with them).
+    frame = results.assemble(out_dir, wanted)
+    history.assemble(out_dir, wanted)
     if track:
         track.finish(frame)  # and the runs done before tracking was on or before a crash
     manifest.update(wall_s=round(manifest.get("wall_s", 0) + time.perf_counter() - start, 3),
@@ -394,19 +442,24 @@ def done_run_ids(out_dir: Path) -> set[str]:
 
 def train_runs(cfg: dict, out_dir: Path, runs: list[dict], done_ids: set[str], manifest: dict,
                progress: Progress, devices: list, stop: StopRequest | None = None,
-               track: tracking.WandbSink | None = None) -> None:
+               track: tracking.WandbSink | None = None, layout: list[dict] | None = None) -> None:
     """Train, measure, label and write the runs not in done_ids, chunk by chunk (one compiled
     program per bucket, its model axis split over `devices`), segment by segment; `track`
-    (tracking=wandb) logs each piece's runs from the files just written."""
+    (tracking=wandb) logs each piece's runs from the files just written. The chunks are laid out
+    over `layout` (default `runs`): the whole grid, so that a shard's chunks are the unsharded
+    sweep's (shard.units)."""
     sweep_cfg = cfg["sweep"]
     segments = Segments(out_dir, progress, stop, sweep_cfg.get("checkpoint_every", 300))
-    buckets = [b for b in grid.buckets(runs).values() if any(r["run_id"] not in done_ids for r in b)]
+    ids = {r["run_id"] for r in runs}
+    todo = ids - done_ids
+    buckets = [b for b in grid.buckets(layout or runs).values() if any(r["run_id"] in todo for r in b)]
     for number, bucket_runs in enumerate(buckets, 1):
         spec = Spec.from_run(bucket_runs[0])
-        # Sized from the whole bucket, done or not: the same programs as an uninterrupted run.
+        # Sized from the whole bucket, done or not, every shard's: the same programs as one
+        # uninterrupted process.
         size = chunk_size_for(spec, len(bucket_runs), sweep_cfg["chunk_size"],
                               sweep_cfg["max_chunk_size"], len(devices))
-        progress.note(f"bucket {number} of {len(buckets)}: {len(bucket_runs)} models, p={spec.p} "
+        progress.note(f"bucket {number} of {len(buckets)}: {sum(r['run_id'] in ids for r in bucket_runs)} models, p={spec.p} "
                       f"d_model={spec.d_model} steps={spec.steps} (compiling, then training)")
         # the dynamics' learned threshold is the label's (train.DynamicsState)
         engine_opts = cfg["metrics"] | {"learned_acc": cfg["classify"]["min_test_acc"]}
@@ -414,7 +467,7 @@ def train_runs(cfg: dict, out_dir: Path, runs: list[dict], done_ids: set[str], m
                               sweep_cfg.get("vmap_group"), sweep_cfg.get("segment_steps"))
         fits = size  # models per program that fit the device (halved on running out of memory)
         for i in range(0, len(bucket_runs), size):
-            chunk = [r for r in bucket_runs[i: i + size] if r["run_id"] not in done_ids]
+            chunk = [r for r in bucket_runs[i: i + size] if r["run_id"] in todo]
             if not chunk:
                 continue
             to_save = lambda run: weights.should_save(run, cfg["save_weights"], sweep_cfg["seed_start"])

@@ -288,6 +288,7 @@ def check_options(cfg: dict) -> list[str]:
     need(save in ("none", "all", None) or is_int(save) and save > 0, "save_weights", save,
          "none, all or a positive integer (the number of seeds per grid cell whose weights are kept)")
     need(isinstance(cfg.get("plot", False), bool), "plot", cfg.get("plot"), "true or false")
+    need(isinstance(cfg.get("dry_run", False), bool), "dry_run", cfg.get("dry_run"), "true or false")
     need(isinstance(cfg.get("deterministic", True), bool), "deterministic", cfg.get("deterministic"),
          "true or false")
     taken = cfg.get("out_dir_taken", "refuse")
@@ -435,3 +436,29 @@ def compose(*overrides: str) -> dict:
     finally:
         if running is not None:
             Singleton._instances[GlobalHydra] = running
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """A nested config as {"section.key": value}."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# What decides a sweep's rows (its identity: the runs, how they are measured and labelled)
+IDENTITY_KEYS = ("task", "model", "train", "metrics", "classify", "sweep.seeds", "sweep.seed_start",
+                 "sweep.sample_seed", "sweep.axes", "sweep.variants")
+
+
+def identity_differences(old: dict, new: dict) -> list[str]:
+    """The flattened keys of IDENTITY_KEYS where two configs differ, as `key: old -> new`."""
+    def kept(cfg):
+        return {k: v for k, v in flatten(cfg).items()
+                if any(k == key or k.startswith(key + ".") for key in IDENTITY_KEYS)}
+    a, b = kept(old), kept(new)
+    return [f"{k}: {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in sorted(a.keys() | b.keys())
+            if a.get(k) != b.get(k)]

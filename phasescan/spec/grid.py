@@ -328,6 +328,22 @@ def expand(cfg: dict) -> list[dict]:
     return runs
 
 
+def even_chunk_size(n_runs: int, size: int, n_devices: int = 1) -> int:
+    """The chunk size of a bucket of n_runs cut into chunks of at most `size` (rounded up to a
+    multiple of n_devices): the chunks made equal, the last one padded, so it compiles once."""
+    n_chunks = math.ceil(n_runs / size)
+    return n_devices * math.ceil(math.ceil(n_runs / n_chunks) / n_devices)
+
+
+def chunks(runs: list[dict], size_of) -> list[list[dict]]:
+    """The sweep's chunks: each bucket's runs, in order, cut every size_of(bucket's runs) runs."""
+    out = []
+    for bucket in buckets(runs).values():
+        size = size_of(bucket)
+        out += [bucket[i: i + size] for i in range(0, len(bucket), size)]
+    return out
+
+
 def buckets(runs: list[dict]) -> dict[tuple, list[dict]]:
     """Runs grouped by bucket key, buckets and runs in a deterministic order."""
     groups: dict[tuple, list[dict]] = {}

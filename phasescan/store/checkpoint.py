@@ -64,5 +64,24 @@ def load(path: Path) -> tuple[int, int, list, list[dict]] | None:
         return None
 
 
+def off_grid(step: int, saved_segment: int, segment: int, log_every: int | None) -> str | None:
+    """None if a program of `segment` steps per call can go on from a state saved at `step` by
+    one of `saved_segment`, else why not. Segment length does not change the bits (each step is
+    the same function of the state and its index); what it must keep is the history's grid: with
+    train.log_every the next segments have to end on its steps."""
+    if segment == saved_segment or not log_every or step % segment == 0:
+        return None
+    return (f"saved at step {step}, which is not on this sweep's segments of {segment} steps "
+            f"(sweep.segment_steps; it was saved with {saved_segment}), so train.log_every={log_every}'s "
+            "history steps would be missed")
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a checkpoint this program cannot use (kept for a look, out of every chunk's way)."""
+    aside = path.with_name(path.name + ".unusable")
+    path.replace(aside)
+    return aside
+
+
 def remove(path: Path) -> None:
     path.unlink(missing_ok=True)

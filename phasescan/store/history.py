@@ -55,9 +55,12 @@ def read_chunks(out_dir: Path) -> pd.DataFrame | None:
     return frame.drop_duplicates(["run_id", "step"]).sort_values(["run_id", "step"]).reset_index(drop=True)
 
 
-def assemble(out_dir: Path) -> pd.DataFrame | None:
-    """Write history.parquet from the history chunks (atomically); None when nothing was logged."""
+def assemble(out_dir: Path, run_ids: set[str] | None = None) -> pd.DataFrame | None:
+    """Write history.parquet from the history chunks (of `run_ids` only, when given: those of
+    runs.parquet), atomically; None when nothing was logged."""
     frame = read_chunks(out_dir)
+    if frame is not None and run_ids is not None:
+        frame = frame[frame["run_id"].isin(run_ids)].reset_index(drop=True)
     if frame is not None:
         results.write_table(Path(out_dir) / HISTORY, frame, KIND)
     return frame

@@ -17,8 +17,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import glob
 import json
+import logging
 import os
+import re
 import platform
 import subprocess
 import sys
@@ -34,6 +37,8 @@ import pyarrow.parquet as pq
 from ..spec.classify import ALGORITHMS, LEARNING_PHASES, circle_algorithms, classify, learning_phase
 from ..spec.config import FIELDS, ConfigError
 from ..spec.version import __version__
+
+log = logging.getLogger("phasescan")
 
 RUNS = "runs.parquet"
 LOCK = ".phasescan.lock"  # held by the process writing the folder (results.locked)
@@ -313,9 +318,16 @@ def read_chunks(out_dir: Path, quiet: bool = False) -> pd.DataFrame | None:
     return frame.drop_duplicates("run_id").sort_values("run_index").reset_index(drop=True)
 
 
-def assemble(out_dir: Path) -> pd.DataFrame:
-    """Write runs.parquet from every finished chunk, atomically; return the table."""
+def assemble(out_dir: Path, run_ids: set[str] | None = None) -> pd.DataFrame:
+    """Write runs.parquet from the finished chunks (of `run_ids` only, when given: the runs
+    config.yaml describes), atomically; return the table."""
     frame = read_chunks(out_dir, quiet=True)  # skipped files were named when the sweep began
+    if run_ids is not None:
+        kept = frame["run_id"].isin(run_ids)
+        if not kept.all():
+            log.info("runs.parquet: %d runs of this command; %d more, refined by an earlier command "
+                     "with other refinement options, stay in %s/", kept.sum(), (~kept).sum(), CHUNKS)
+        frame = frame[kept].reset_index(drop=True)
     write_table(Path(out_dir) / RUNS, frame, "runs")
     return frame
 
@@ -346,6 +358,65 @@ def load(path) -> pd.DataFrame:
         raise FileNotFoundError(f"{path}: no phasescan results here (no {RUNS} and no {CHUNKS}/)")
     print(f"phasescan: {path}: sweep unfinished, {len(frame)} of {total} runs done", file=sys.stderr)
     return frame
+
+
+def holds_results(path: Path) -> bool:
+    return (path / RUNS).is_file() or (path / CHUNKS).is_dir()
+
+
+def _natural(path: Path) -> list:
+    """Sort key: multirun job folders 0, 1, ..., 10 in number order."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", path.name)]
+
+
+def result_sources(source) -> tuple[list[Path], bool]:
+    """The results folders (or runs.parquet files) `source` names, and whether it named several:
+    a glob pattern, or a folder without results of its own whose subfolders have some (a Hydra
+    multirun, a folder of sweeps)."""
+    text = str(source)
+    if any(c in text for c in "*?["):
+        return sorted((Path(p) for p in glob.glob(text) if Path(p).is_file() or holds_results(Path(p))),
+                      key=_natural), True
+    path = Path(source)
+    if path.is_dir() and not holds_results(path):
+        subs = sorted((p for p in path.iterdir() if p.is_dir() and holds_results(p)), key=_natural)
+        if subs:
+            return subs, True
+    return [path], False
+
+
+def last_overrides(folder: Path) -> str:
+    """The overrides of the last command that wrote the folder (invocations.yaml), as typed."""
+    import yaml
+
+    try:
+        entries = yaml.safe_load((folder / "invocations.yaml").read_text()) or []
+        return " ".join(str(o) for o in entries[-1].get("overrides", []))
+    except (OSError, yaml.YAMLError, AttributeError, IndexError, TypeError):
+        return ""
+
+
+def load_many(*sources) -> pd.DataFrame:
+    """Several results folders as one table (phasescan.load with several sources, a glob or a
+    multirun folder): every row with its `folder` and the `overrides` of the command that made
+    it in front. One plain folder or file: `load` itself."""
+    paths, several = [], len(sources) > 1
+    for source in sources:
+        found, many = result_sources(source)
+        if not found:
+            raise FileNotFoundError(f"{source}: matches no phasescan results")
+        paths += found
+        several |= many
+    if not several:
+        return load(paths[0])
+    frames = []
+    for path in paths:
+        folder = path.parent if path.is_file() else path
+        frame = load(path)
+        frame.insert(0, "overrides", last_overrides(folder))
+        frame.insert(0, "folder", str(folder))
+        frames.append(frame)
+    return conform(pd.concat(frames, ignore_index=True))
 
 
 def git_commit() -> str | None:
@@ -453,10 +524,16 @@ def short(value) -> str:
 
 
 def read_config(out_dir: Path) -> dict:
-    """The sweep's resolved config (config.yaml), or the defaults when the folder has none. A
-    damaged one raises ConfigError (parse_config)."""
+    """The sweep's resolved config (config.yaml). A sweep's folder (it has manifest.json) without
+    one (killed before writing it) or with a damaged one raises ConfigError: its thresholds are
+    read from the folder or not at all, never from today's defaults. A bare table (runs.parquet
+    alone, made or copied by hand) has no config: the defaults."""
     path = Path(out_dir) / CONFIG
     if path.is_file() and path.stat().st_size:
         return parse_config(path)
-    from ..spec.config import compose
-    return compose()
+    if not (Path(out_dir) / MANIFEST).is_file():
+        from ..spec.config import compose
+        return compose()
+    raise ConfigError(f"{path}: missing, so the thresholds of {out_dir}'s runs are unknown; run its "
+                      f"sweep's command again (the last in {Path(out_dir) / 'invocations.yaml'}) to "
+                      "write it: nothing is trained again")

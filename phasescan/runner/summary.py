@@ -1,0 +1,98 @@
+"""What a sweep will do, said before it trains (and all `dry_run=true` does): its runs, each
+bucket's shape, chunks and memory estimate, and an estimated training time.
+
+The time is measured, not modelled from nominal FLOP rates: every sweep records, per device kind
+and count, the seconds its training took per unit of `shard.cost` (steps x examples x FLOPs per
+example, the cost model that balances shards) in `rates.json` beside the compile cache
+(~/.cache/phasescan/). The estimate is the total cost times the last rate seen on this device;
+with none recorded yet it says so, and the bar's ETA appears after the first segment.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ..engine.chunk import bytes_per_model, chunk_size_for, shared_bytes
+from ..engine.train import Spec
+from ..spec import grid, shard
+from ..spec.config import COMPILE_CACHE_OFF
+from ..store import results
+
+RATES = "rates.json"
+
+
+def rates_path(cfg: dict) -> Path | None:
+    """rates.json beside the compile cache folder (None with compile_cache=null: nothing kept)."""
+    cache = cfg.get("compile_cache")
+    return None if cache in COMPILE_CACHE_OFF else Path(str(cache)).expanduser().parent / RATES
+
+
+def device_key(devices: list) -> str:
+    return f"{devices[0].platform}:{devices[0].device_kind}:x{len(devices)}"
+
+
+def read_rate(cfg: dict, devices: list) -> float | None:
+    """Seconds of training per unit of shard.cost last measured on these devices, or None."""
+    path = rates_path(cfg)
+    try:
+        return float(json.loads(path.read_text())[device_key(devices)]["s_per_cost"])
+    except (AttributeError, OSError, ValueError, KeyError, TypeError):  # none yet, or damaged
+        return None
+
+
+def record_rate(cfg: dict, devices: list, runs: list[dict], seconds: float) -> None:
+    """Remember this sweep's training seconds per unit of cost (runs: those it trained). A
+    record that cannot be written is skipped: it only feeds the next estimate."""
+    path = rates_path(cfg)
+    total = sum(map(shard.cost, runs))
+    if path is None or not runs or seconds <= 0 or not total:
+        return
+    try:
+        known = json.loads(path.read_text()) if path.is_file() else {}
+        known = known if isinstance(known, dict) else {}
+    except (OSError, ValueError):
+        known = {}
+    known[device_key(devices)] = {"s_per_cost": seconds / total, "runs": len(runs)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        results.write_atomic(path, lambda tmp: tmp.write_text(json.dumps(known, indent=1)))
+    except OSError:
+        pass
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def summary(plan, done_ids: frozenset = frozenset()) -> list[str]:
+    """The plan as a few lines: runs, then one line per bucket, then the time estimate."""
+    cfg, runs, devices = plan.cfg, list(plan.runs), list(plan.devices)
+    sweep = cfg["sweep"]
+    todo = [r for r in runs if r["run_id"] not in done_ids]
+    model_steps = sum(r["steps"] for r in todo)
+    head = f"plan: {len(runs)} runs" + (f" ({len(runs) - len(todo)} done already)" if len(todo) < len(runs) else "")
+    if shard.shard_options(sweep)[1] > 1:
+        head += f" (shard {sweep['shard']} of {sweep['num_shards']}, of {len(plan.grid_runs)} in the grid)"
+    lines = [head + f", {model_steps:,} model-steps to train on {len(devices)} x {devices[0].device_kind}"]
+    layout = {b[0]["run_id"]: len(b) for b in grid.buckets(list(plan.grid_runs)).values()}
+    for bucket in grid.buckets(runs).values():
+        spec = Spec.from_run(bucket[0])
+        size = chunk_size_for(spec, layout.get(bucket[0]["run_id"], len(bucket)), sweep["chunk_size"],
+                              sweep["max_chunk_size"], len(devices))
+        memory = (size // len(devices)) * bytes_per_model(spec) + shared_bytes(spec)
+        lines.append(f"  bucket p={spec.p} d_model={spec.d_model} steps={spec.steps}: {len(bucket)} models "
+                     f"in {math.ceil(len(bucket) / size)} chunk(s) of {size}, about "
+                     f"{memory / 2**20:,.0f} MiB per device (estimate)")
+    rate = read_rate(cfg, devices)
+    if rate is None:
+        lines.append("  time: not known yet on this device (no sweep recorded here); the bar's ETA "
+                     "follows the first segment")
+    else:
+        lines.append(f"  time: about {duration(rate * sum(map(shard.cost, todo)))} of training (the last "
+                     f"sweep's rate on this device), plus compiling")
+    return lines
