@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import shutil
 import signal
 import socket
 import sys
@@ -203,6 +204,12 @@ def cli() -> None:
     if "--version" in sys.argv[1:]:  # Hydra's own flag would print Hydra's version
         print(version_line())
         return
+    completion = any(a in ("--hydra-help", "-sc", "--shell-completion") or a.startswith("--shell-completion=")
+                     for a in sys.argv[1:])
+    if completion and shutil.which("phasescan"):
+        # Hydra names the command to complete after argv[0]: under `python -m` that is the path of
+        # __main__.py, which cannot run as a script; the installed command can.
+        sys.argv[0] = "phasescan"
     try:
         from .overrides import check
 

@@ -1,5 +1,8 @@
-"""`python -m phasescan.plot RESULTS_DIR [x=attn_rate] [y=d_model] [--formats png,pdf,svg]
+"""`python -m phasescan.plot RESULTS_DIR [--x attn_rate] [--y d_model] [--formats png,pdf,svg]
 [--runs ID,ID] [--circular-only] [--no-inspect]`: draw a sweep's figures into RESULTS_DIR/figures/.
+
+  python -m phasescan.plot results/cpu/width_vs_attn --no-inspect
+  python -m phasescan.plot results/cpu/learning_phases --x weight_decay --y init_scale --no-inspect
 
 Figures (one file per figure and format):
   phase_diagram     each (y, x) cell coloured by its majority algorithm, with `k/n` (runs with it
@@ -44,8 +47,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m phasescan.plot", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results_dir", help="a phasescan results folder (holds runs.parquet)")
-    parser.add_argument("axes", nargs="*", metavar="x=FIELD|y=FIELD",
-                        help="the diagram's axes (default x=attn_rate y=d_model)")
+    parser.add_argument("--x", help="the diagram's x axis, a swept field (default attn_rate)")
+    parser.add_argument("--y", help="its y axis (default d_model)")
+    parser.add_argument("axes", nargs="*", metavar="x=FIELD|y=FIELD", help=argparse.SUPPRESS)  # the older form
     parser.add_argument("--formats", default="png", help="comma-separated: png,pdf,svg")
     parser.add_argument("--runs", help="comma-separated run_ids to inspect (default: the most "
                         "Clock-like and the most Pizza-like run)")
@@ -60,6 +64,7 @@ def main(argv=None) -> int:
             if key not in chosen or not value:
                 raise ConfigError(f"{item}: expected x=FIELD or y=FIELD")
             chosen[key] = value
+        chosen |= {key: value for key, value in (("x", args.x), ("y", args.y)) if value}
         paths = draw(args.results_dir, chosen["x"], chosen["y"], args.formats.split(","),
                      args.runs.split(",") if args.runs else None, args.circular_only,
                      "none" if args.no_inspect else "auto")

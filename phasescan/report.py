@@ -1,7 +1,10 @@
-"""`python -m phasescan.report RESULTS_DIR [--by attn_rate] [--y d_model] [--html]`: a sweep's numbers in the
+"""`python -m phasescan.report RESULTS_DIR [--x attn_rate] [--y d_model] [--html]`: a sweep's numbers in the
 form the paper reports them, as Markdown (docs/reproduction.md is made of its output).
 
-Per value of `--by` (and of `--y` when it was swept): runs, grad_sym, dist_irr, dist_irr_top_wrong
+  python -m phasescan.report results/cpu/width_vs_attn --y d_model
+  python -m phasescan.report results/cpu/learning_phases --x weight_decay --html
+
+Per value of `--x` (`--by`, its older name) (and of `--y` when it was swept): runs, grad_sym, dist_irr, dist_irr_top_wrong
 and circularity median with their interquartile range, the share of each algorithm, the share of
 circular models (the paper's circularity >= 0.995 filter, and the classifier's own threshold), the
 median test accuracy, the convergence facts (median final training loss and parameter norm) and the
@@ -34,7 +37,8 @@ from .spec.config import ConfigError
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m phasescan.report", description=__doc__.split("\n")[0])
     parser.add_argument("results_dir", type=Path)
-    parser.add_argument("--by", default="attn_rate", help="the axis along which to bin (default attn_rate)")
+    parser.add_argument("--x", "--by", dest="by", default="attn_rate",
+                        help="the axis along which to bin (default attn_rate)")
     parser.add_argument("--y", default=None, help="a second axis: one block per value (e.g. d_model)")
     parser.add_argument("--html", action="store_true",
                         help=f"write RESULTS_DIR/{REPORT_HTML}: one self-contained page (figures, "

@@ -15,7 +15,7 @@ from phasescan.engine.train import Spec
 from phasescan.runner.sweep import run_sweep
 from phasescan.spec import grid
 from phasescan.spec.config import ConfigError
-from phasescan.store import results, weights
+from phasescan.store import checkpoint, results, weights
 
 
 def test_non_finite_values_and_repeated_axis_values_are_refused():
@@ -434,3 +434,64 @@ def test_validation_is_linear_in_an_axis_length_and_run_ids_are_unchanged():
     runs = grid.expand(compose(*TINY, "sweep.axes.act=[relu,gelu]", "sweep.axes.batch_size=[null,32]",
                                "task.split_seed=7", "sweep.variants=[{lr: 0.001},{lr: 0.01, beta1: 0.5}]"))
     assert len(runs) == 32 and all(run["run_id"] == grid.run_id(run) for run in runs)
+
+
+@pytest.fixture
+def compile_cache(tmp_path):
+    """A persistent compile cache for one test (speed only: the same programs again)."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+    before = (jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    compilation_cache.reset_cache()
+    yield
+    jax.config.update("jax_compilation_cache_dir", before[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+    compilation_cache.reset_cache()
+
+
+class Killed(BaseException):
+    """A kill -9 at an atomic write: nothing after it runs (not an Exception: nothing catches it)."""
+
+
+def test_a_kill_at_any_atomic_write_resumes_to_the_same_folder(tmp_path, monkeypatch, compile_cache):
+    """For each kind of atomic write of a sweep (the manifest, config.yaml, a checkpoint, a chunk,
+    runs.parquet, ...), a kill just before its first one and a resume give the uninterrupted
+    runs.parquet bit for bit and a config.yaml that describes it."""
+    overrides = ["task.p=11", "model.d_model=16", "train.steps=40", "sweep.seeds=2",
+                 "sweep.axes.attn_rate=[0.0,1.0]", "plot=false", "metrics.grad_sym_triples=20",
+                 "sweep.chunk_size=2", "sweep.segment_steps=20", "sweep.checkpoint_every=0"]
+    cfg = compose(*overrides)
+    real = results.write_atomic
+    kinds = []
+
+    def patch(fn):  # the checkpoint module holds its own name of the function
+        monkeypatch.setattr(results, "write_atomic", fn)
+        monkeypatch.setattr(checkpoint, "write_atomic", fn)
+
+    def watching(path, write):
+        kinds.append(Path(path).name.split("-")[0].split(".")[0] + Path(path).suffix)
+        return real(path, write)
+    patch(watching)
+    want = run_sweep(cfg, tmp_path / "whole")
+    firsts = sorted({kind: i for i, kind in reversed(list(enumerate(kinds)))}.items(), key=lambda kv: kv[1])
+    assert [k for k, _ in firsts][:2] == ["manifest.json", "config.yaml"]
+    assert {"chunk.npz", "chunk.parquet", "runs.parquet"} <= set(kinds), kinds
+    for kind, index in firsts:
+        out = tmp_path / f"killed-at-{kind}"
+        count = [0]
+
+        def killing(path, write):
+            if count[0] == index:
+                raise Killed(kind)
+            count[0] += 1
+            return real(path, write)
+        patch(killing)
+        with pytest.raises(Killed):
+            run_sweep(cfg, out)
+        patch(real)
+        got = run_sweep(cfg, out)
+        pd.testing.assert_frame_equal(pd.read_parquet(out / results.RUNS), pd.read_parquet(tmp_path / "whole" / results.RUNS))
+        assert len(got) == len(want)
+        assert results.read_config(out) == results.read_config(tmp_path / "whole"), kind

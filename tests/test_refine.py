@@ -135,3 +135,8 @@ def test_a_rerun_with_other_refinement_options_rewrites_the_folders_record(tmp_p
     run_cli(*overrides, "refine=true", "refinement.budget=3")
     pd.testing.assert_frame_equal(pd.read_parquet(out / "runs.parquet"), full)
     assert sorted((out / "chunks").iterdir()) == chunks  # nothing trained again
+
+
+def test_refinement_seeds_past_32_bits_are_refused():
+    with pytest.raises(ConfigError, match=r"refinement.max_seeds=8: seeds up to .* = 4294967302 would pass 4294967295"):
+        refine.options(compose("refine=true", "sweep.seeds=2", "sweep.seed_start=4294967295"))

@@ -197,3 +197,18 @@ def test_a_state_that_does_not_fit_is_set_aside_and_the_chunk_starts_over(tmp_pa
     err = [line for line in capsys.readouterr().err.splitlines() if str(path) in line]
     assert len(err) == 1 and "set aside as" in err[0] and "the chunk starts over" in err[0], err
     assert (path.parent / (path.name + ".unusable")).is_file() and not path.exists()
+
+
+def test_the_bar_keeps_compiling_apart_and_estimates_before_the_first_segment():
+    import io
+
+    from phasescan.spec.progress import Progress
+    out = io.StringIO()
+    bar = Progress(total_models=4, total_steps=400, stream=out, estimate_s=120.0)
+    bar.bar.refresh()
+    assert "ETA ~2m00s (estimate)" in out.getvalue() or "ETA ~1m59s (estimate)" in out.getvalue()
+    bar.compiled(1e6)  # more than the elapsed time: no training time yet, no rate
+    bar.advance(100)
+    bar.close()
+    text = out.getvalue().splitlines()[-1]
+    assert "(compiling 277h46m)" in text and "? models/s" in text

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..spec import grid
-from ..spec.config import FIELDS, ConfigError, is_int, is_number
+from ..spec.config import FIELDS, MAX_SEED, ConfigError, is_int, is_number
 from ..store import results
 from . import boundary
 
@@ -58,6 +58,11 @@ def options(cfg: dict) -> dict | None:
         v = opts[key]
         if not is_int(v) or v < 1:
             problems.append(f"refinement.{key}={v!r}: must be a positive integer")
+    last = opts["seed_start"] + opts["max_seeds"] - 1  # the largest seed refinement may add
+    if not problems and is_int(opts["seed_start"]) and last > MAX_SEED:
+        problems.append(f"refinement.max_seeds={opts['max_seeds']}: seeds up to sweep.seed_start + "
+                        f"max_seeds - 1 = {last} would pass {MAX_SEED} (32-bit JAX seeds); lower "
+                        "sweep.seed_start or refinement.max_seeds")
     tol = opts["tolerance"]
     if not is_number(tol) or tol <= 0:
         problems.append(f"refinement.tolerance={tol!r}: must be a number > 0")

@@ -10,6 +10,7 @@ from matplotlib.figure import (
     Figure,  # object API: no pyplot state, no GUI backend needed
 )
 from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from ..analysis import table
 from ..spec.classify import ALGORITHMS, LEARNING_PHASES
@@ -66,8 +67,12 @@ def phase_diagram(frame: pd.DataFrame, x: str, y: str, pooled: list[str], bounds
         strength = 0.3 + 0.7 * share  # a weak majority is drawn paler
         image[i, j] = strength * np.array(colors.to_rgb(palette[r["majority"]])) + (1 - strength)
         ink = "white" if r["majority"] in ("clock", "diverged") and share > 0.7 else "black"
-        ax.text(j, i, f"{r['majority_count']}/{r['n']}", ha="center", va="center", fontsize=8,
-                color=ink)
+        # in the cell's upper part: the boundary's diamonds sit on the row's centre line
+        ax.text(j, i + (0.22 if bounds is not None else 0.0), f"{r['majority_count']}/{r['n']}",
+                ha="center", va="center", fontsize=8, color=ink)
+        if r["majority"] == "mixed":  # hatched: a pale vermilion cell is not a pale Pizza one
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, facecolor="none", edgecolor="white",
+                                   hatch="xx", lw=0, zorder=2))
     ax.imshow(image, origin="lower", aspect="auto")
     _grid_ticks(ax, x, xs, y, ys)
     handles = [Patch(color=palette[a], label=a) for a in palette if (cells["majority"] == a).any()]
@@ -82,8 +87,18 @@ def phase_diagram(frame: pd.DataFrame, x: str, y: str, pooled: list[str], bounds
 def _grid_ticks(ax, x, xs, y, ys):
     ax.set_xticks(range(len(xs)), [table.short(v) for v in xs], rotation=45 if len(xs) > 14 else 0)
     ax.set_yticks(range(len(ys)), [table.short(v) for v in ys])
-    ax.set_xlabel(label(x))
+    ax.set_xlabel(label(x) + (" (one column per value, unevenly spaced)" if uneven(xs) else ""))
     ax.set_ylabel(label(y) + " (one row per value)")
+
+
+def uneven(values) -> bool:
+    """Numeric grid values whose steps differ (a refined axis, a geometric one): drawn as equal
+    columns, so the figure says so."""
+    try:
+        steps = np.diff(np.asarray(values, dtype=float))
+    except (TypeError, ValueError):
+        return False
+    return len(steps) > 1 and not np.allclose(steps, steps[0], rtol=1e-6)
 
 
 def pizza_clock(bound) -> tuple[str, dict]:
@@ -268,6 +283,8 @@ def paper_scatter(frame: pd.DataFrame, x: str, y: str, circular_only: bool) -> F
         ax.set_ylabel(label(vertical))
         if log:
             ax.set_yscale("log", base=2)
+            ax.set_yticks(np.sort(shown[vertical].unique()))  # the values swept, no others
+            ax.yaxis.set_minor_formatter(NullFormatter())
             ax.yaxis.set_major_formatter("{x:g}")
         ax.grid(alpha=0.3)
     if failed.any():
@@ -303,7 +320,8 @@ def metric_distributions(frame: pd.DataFrame, x: str, thresholds: dict) -> Figur
                            label=f"{text} {thresholds[key]:g}")
         ax.set_xlabel(label(metric))
         ax.set_ylabel("runs")
-        ax.legend(fontsize=6.5, frameon=False, loc="upper left")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # runs are counted, not measured
+        ax.legend(fontsize=9, frameon=False, loc="upper left")
     ax = axes[3]
     points = ax.scatter(shown["grad_sym"], shown["dist_irr"], c=shown["circularity"], cmap=cmap,
                         vmin=0.5, vmax=1, s=22, edgecolors="black", linewidths=0.3)

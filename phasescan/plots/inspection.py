@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..store import weights
 from .style import COLORS
@@ -114,6 +115,8 @@ def inspection(row: pd.Series, d: dict) -> Figure:
     lo, hi = d["diff_range"]
     image = ax4.imshow(d["surface"], origin="lower", aspect="auto", cmap="viridis",
                        extent=(-0.5, p - 0.5, lo - 0.5, hi + 0.5))
+    for axis in (ax4.xaxis, ax4.yaxis):  # token values: whole numbers only
+        axis.set_major_locator(MaxNLocator(integer=True))
     ax4.set_xlabel("a + b (mod p)")
     ax4.set_ylabel("a - b (mod p, centred)")
     ax4.set_title("Correct-class logit (Clock: flat in a - b)", loc="left")
@@ -144,6 +147,8 @@ def circles_figure(row: pd.Series, d: dict) -> Figure:
             top.annotate(str(t), (u[t], v[t]), textcoords="offset points", xytext=(3, 2), fontsize=6)
         top.set_aspect("equal", adjustable="datalim")
         top.set_title(f"circle k = {k}: {label}", loc="left", color=COLORS.get(label, "black"))
+        for axis in (bottom.xaxis, bottom.yaxis):
+            axis.set_major_locator(MaxNLocator(integer=True))
         image = bottom.imshow(circle["surface"], origin="lower", aspect="auto", cmap="viridis",
                               extent=(-0.5, p - 0.5, lo - 0.5, hi + 0.5))
         bottom.set_title(f"isolated: Clock FVE {clock:.2f}, Pizza FVE {pizza:.2f}", loc="left",

@@ -63,7 +63,9 @@ def draw_history(results_dir, figures_dir, formats=("png",)) -> list[Path]:
         ax.set_xlabel("training step")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="lower right")
-    fig.suptitle("Metrics during training (dotted: test accuracy first >= 0.9)", y=1.04)
+    n_runs = hist["run_id"].nunique()
+    fig.suptitle(f"Metrics during training of {len(ids)} of the {n_runs} runs (one per attention rate: "
+                 "its lowest seed at its smallest width; dotted: test accuracy first >= 0.9)", y=1.04)
     paths = save_pyplot(fig, figures_dir, "history_metrics", formats)
 
     steps = np.sort(hist["step"].unique())
@@ -130,7 +132,12 @@ def loss_history(hist: pd.DataFrame):
     rate, one panel per train.cross_entropy: a model that spikes after it fit shows at a glance."""
     losses = sorted(hist["cross_entropy"].dropna().unique()) if "cross_entropy" in hist else [None]
     rates = np.sort(hist["attn_rate"].unique())
-    colour = dict(zip(rates, (OKABE_ITO * len(rates))[:len(rates)]))
+    widths = np.sort(hist["d_model"].unique())
+    # The attention rate is a number: one colour scale (not the classes' colours, none repeated);
+    # widths apart by line style.
+    cmap = plt.get_cmap("viridis")
+    colour = {r: cmap(i / max(len(rates) - 1, 1)) for i, r in enumerate(rates)}
+    style = dict(zip(widths, ["-", "--", ":", "-."] * len(widths)))
     fig, axes = plt.subplots(1, len(losses), figsize=(5.5 * len(losses), 3.6), sharey=True,
                              squeeze=False)
     for ax, loss in zip(axes[0], losses):
@@ -138,13 +145,17 @@ def loss_history(hist: pd.DataFrame):
         for run_id, run in shown.groupby("run_id"):
             run = run.sort_values("step")
             ax.plot(run["step"], run["train_loss"], color=colour[run["attn_rate"].iloc[0]], lw=1.2,
-                    marker="o", ms=2.5)
+                    ls=style[run["d_model"].iloc[0]], marker="o", ms=2.5)
         ax.set_yscale("log")
         ax.set_xlabel("training step")
         ax.set_title(f"train.cross_entropy = {loss}" if loss else "training loss", fontsize=10)
         ax.grid(alpha=0.3, which="both")
     axes[0, 0].set_ylabel("training loss (logged steps)")
     handles = [plt.Line2D([], [], color=colour[r], lw=2) for r in rates]
-    axes[0, -1].legend(handles, [f"attn {r:g}" for r in rates], fontsize=7, loc="upper right")
+    names = [f"attn {r:g}" for r in rates]
+    if len(widths) > 1:
+        handles += [plt.Line2D([], [], color="black", ls=style[w], lw=1.2) for w in widths]
+        names += [f"d {w}" for w in widths]
+    axes[0, -1].legend(handles, names, fontsize=7, loc="upper right", ncol=1 + (len(names) > 12))
     fig.suptitle("Training loss of every run", y=1.02)
     return fig

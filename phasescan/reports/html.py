@@ -18,7 +18,7 @@ from ..plots import draw
 from ..plots.style import COLORS, STYLE
 from ..spec.classify import ALGORITHMS
 from ..store import results
-from .markdown import DYNAMICS_TEXT, interval_note, manifest_line, numbers, pooled_sentence
+from .markdown import CIRCLE_NOTE, DYNAMICS_TEXT, interval_note, manifest_line, numbers, pooled_sentence
 
 REPORT_HTML = "report.html"
 CONVERGENCE = ["runs", "test_acc", "train_loss", "param_norm", "spiking"]
@@ -226,8 +226,8 @@ def html_report(out_dir: Path, by: str = "attn_rate", y: str | None = None,
                                                       if c not in conv or c == "runs"]]))
         conv_parts.append(head + html_table(frame[[by] + conv]))
     sections.append(("metrics", f"Metrics per {by}",
-                     "<p>Median [25%, 75%] of each metric, the share of each algorithm and of "
-                     "circular models.</p>" + "\n".join(metric_parts)))
+                     f"<p>{_e(CIRCLE_NOTE)} Then the share of each algorithm and of circular "
+                     "models.</p>" + "\n".join(metric_parts)))
     sections.append(("convergence", "Convergence and loss spikes", "\n".join(conv_parts)))
     if n.joint is not None:
         parts = [pooled_par(n.pooled), f"<p>{_e(DYNAMICS_TEXT.format(by=by))}</p>"]

@@ -27,8 +27,11 @@ def summary(runs: pd.DataFrame, by: str, min_circularity: float) -> pd.DataFrame
     """One row per value of `by`: the per-bin figures described in the module docstring."""
     rows = []
     for value, group in runs.groupby(by, sort=True):
-        row = {by: value, "runs": len(group), "grad_sym": _iqr(group["grad_sym"]),
-               "dist_irr": _iqr(group["dist_irr"])}
+        row = {by: value, "runs": len(group)}
+        if "circle_algorithms" in group:  # the per-circle comparison first (CIRCLE_NOTE)
+            circles = [a for algs in group["circle_algorithms"] for a in algs if a in ("pizza", "clock")]
+            row["pizza circles"] = f"{circles.count('pizza')}/{len(circles)}"
+        row |= {"grad_sym": _iqr(group["grad_sym"]), "dist_irr": _iqr(group["dist_irr"])}
         if "dist_irr_top_wrong" in group:  # tables from before the column have only dist_irr
             row["dist_irr_top_wrong"] = _iqr(group["dist_irr_top_wrong"])
         row["circularity"] = _iqr(group["circularity"])
@@ -141,6 +144,11 @@ def interval_note(found: pd.DataFrame) -> str:
                      for (what, why), rows in notes.items())
 
 
+CIRCLE_NOTE = ("Per bin: `pizza circles` = the isolated circles (the strongest key frequencies of "
+               "each model) judged Pizza among those judged Pizza or Clock: the per-circle comparison. "
+               "The model-level clock_fve and pizza_fve are no such comparison: the two templates "
+               "overlap, so both are high for any model that solved the task with circles "
+               "(docs/metrics.md, Circles). Metrics: median [25%, 75%], the interquartile range.")
 DYNAMICS_TEXT = ("Learning dynamics per {by}: the share of each learning phase, the median step of 90% "
                  "train (memorize_step) and test (generalize_step) accuracy over the runs that reached "
                  "it (how many did), the median generalization_delay (docs/metrics.md, Learning phases):")
@@ -195,7 +203,7 @@ def manifest_line(n: Numbers) -> str:
 def report(out_dir: Path, by: str = "attn_rate", y: str | None = None) -> str:
     """The Markdown report (what `python -m phasescan.report DIR` prints)."""
     n = numbers(out_dir, by, y)
-    parts = []
+    parts = [CIRCLE_NOTE + "\n"]
     if n.pooled:
         parts.append(pooled_sentence(n.runs, n.pooled) + "\n")
     for y_value, frame in n.blocks:

@@ -61,6 +61,13 @@ def record_rate(cfg: dict, devices: list, runs: list[dict], seconds: float) -> N
         pass
 
 
+def estimate_s(cfg: dict, devices: list, runs: list[dict]) -> float | None:
+    """Seconds of training `runs` will take at the last rate measured on these devices (None: no
+    rate yet)."""
+    rate = read_rate(cfg, devices)
+    return None if rate is None else rate * sum(map(shard.cost, runs))
+
+
 def duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -88,11 +95,11 @@ def summary(plan, done_ids: frozenset = frozenset()) -> list[str]:
         lines.append(f"  bucket p={spec.p} d_model={spec.d_model} steps={spec.steps}: {len(bucket)} models "
                      f"in {math.ceil(len(bucket) / size)} chunk(s) of {size}, about "
                      f"{memory / 2**20:,.0f} MiB per device (estimate)")
-    rate = read_rate(cfg, devices)
-    if rate is None:
+    seconds = estimate_s(cfg, devices, todo)
+    if seconds is None:
         lines.append("  time: not known yet on this device (no sweep recorded here); the bar's ETA "
                      "follows the first segment")
     else:
-        lines.append(f"  time: about {duration(rate * sum(map(shard.cost, todo)))} of training (the last "
-                     f"sweep's rate on this device), plus compiling")
+        lines.append(f"  time: about {duration(seconds)} of training (the last sweep's rate on this "
+                     "device), plus compiling")
     return lines

@@ -226,6 +226,8 @@ def programs_of(spec: Spec, metric_opts: dict, size: int, compile_s: dict, devic
             programs[n] = compile_chunk(spec, n, metric_opts, devices, vmap_group=vmap_group,
                                         segment=segment)
             compile_s[repr(spec) if n == size else f"{spec!r} x{n}"] = round(time.perf_counter() - t0, 3)
+            if progress is not None:
+                progress.compiled(time.perf_counter() - t0)
             log.debug("compiled the programs of %d models in %.1f s: training", n, time.perf_counter() - t0)
         return programs[n]
     return program
@@ -346,10 +348,14 @@ def run_pieces(program, runs: list[dict], size: int, keep_params: bool, n_device
         start += len(piece)
 
 
-def new_progress(runs: list[dict], done_ids: set[str]) -> Progress:
+def new_progress(runs: list[dict], done_ids: set[str], cfg: dict | None = None,
+                 devices: list | None = None) -> Progress:
+    """The bar; with cfg and devices, its ETA before the first segment is the plan's estimate."""
     todo = [r for r in runs if r["run_id"] not in done_ids]
+    estimate = summary.estimate_s(cfg, devices, todo) if cfg is not None and devices else None
     return Progress(len(runs), sum(r["steps"] for r in runs), done_models=len(runs) - len(todo),
-                    done_steps=sum(r["steps"] for r in runs if r["run_id"] in done_ids))
+                    done_steps=sum(r["steps"] for r in runs if r["run_id"] in done_ids),
+                    estimate_s=estimate)
 
 
 def run_sweep(plan: Plan | dict, out_dir: Path, cfg_yaml: str | None = None,
@@ -388,7 +394,7 @@ def record_sweep(plan: Plan, out_dir: Path, manifest: dict) -> pd.DataFrame:
     start = time.perf_counter()
     track = tracking.sink(cfg, out_dir)  # None with tracking=none
     with stop_on_signals() as stop:
-        progress = new_progress(runs, done_ids)
+        progress = new_progress(runs, done_ids, cfg, devices)
         compiled_before = sum(manifest["compile_s"].values())
         try:
             train_runs(cfg, out_dir, runs, done_ids, manifest, progress, devices, stop, track,
@@ -464,7 +470,7 @@ def train_runs(cfg: dict, out_dir: Path, runs: list[dict], done_ids: set[str], m
         # the dynamics' learned threshold is the label's (train.DynamicsState)
         engine_opts = cfg["metrics"] | {"learned_acc": cfg["classify"]["min_test_acc"]}
         program = programs_of(spec, engine_opts, size, manifest["compile_s"], devices,
-                              sweep_cfg.get("vmap_group"), sweep_cfg.get("segment_steps"))
+                              sweep_cfg.get("vmap_group"), sweep_cfg.get("segment_steps"), progress)
         fits = size  # models per program that fit the device (halved on running out of memory)
         for i in range(0, len(bucket_runs), size):
             chunk = [r for r in bucket_runs[i: i + size] if r["run_id"] in todo]

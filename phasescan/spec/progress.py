@@ -1,4 +1,5 @@
-"""The sweep's progress bar (rich): models done, model-steps/s and models/s, ETA, on stderr.
+"""The sweep's progress bar (rich): models done, model-steps/s and models/s, compile time, ETA,
+on stderr.
 
 It counts model-steps (a model trained for `steps` steps is `steps` of them), so it moves with
 every segment of a chunk. On a terminal it redraws in place; in a log file it prints the notes
@@ -24,24 +25,34 @@ def _duration(seconds: float | None) -> str:
 
 
 class _Rates(ProgressColumn):
-    """model-steps/s, the models/s they make, elapsed time and ETA."""
+    """model-steps/s, the models/s they make, elapsed time (compiling apart) and ETA."""
 
     def render(self, task) -> Text:
-        # The rate over everything this process did (a segment can take minutes: rich's own
-        # speed needs two updates inside its window), from the first finished segment on.
+        # The training rate over everything this process trained (a segment can take minutes:
+        # rich's own speed needs two updates inside its window), from the first finished
+        # segment on; compile time is not training time. Before it: the plan's estimate.
         done = task.completed - task.fields["start_steps"]
-        speed = done / task.elapsed if done > 0 and task.elapsed else None
+        compiling = task.fields["compile_s"]
+        training = (task.elapsed or 0.0) - compiling
+        speed = done / training if done > 0 and training > 0 else None
         per_model = task.fields["steps_per_model"]
         rates = (f"{speed / per_model:.3g} models/s ({speed:.3g} model-steps/s)" if speed
                  else "? models/s")
-        eta = _duration((task.total - task.completed) / speed) if speed and not task.finished else \
-            ("0s" if task.finished else "?")
-        return Text(f"{rates}  elapsed {_duration(task.elapsed)}  ETA {eta}")
+        if task.finished:
+            eta = "0s"
+        elif speed:
+            eta = _duration((task.total - task.completed) / speed)
+        elif task.fields["estimate_s"] is not None:
+            eta = f"~{_duration(max(task.fields['estimate_s'] - max(training, 0.0), 0.0))} (estimate)"
+        else:
+            eta = "?"
+        compiled = f" (compiling {_duration(compiling)})" if compiling else ""
+        return Text(f"{rates}  elapsed {_duration(task.elapsed)}{compiled}  ETA {eta}")
 
 
 class Progress:
     def __init__(self, total_models: int, total_steps: int, done_models: int = 0,
-                 done_steps: int = 0, stream=sys.stderr):
+                 done_steps: int = 0, stream=sys.stderr, estimate_s: float | None = None):
         # A log file gets whole lines, not a bar wrapped at 80 columns
         self.console = Console(file=stream, highlight=False, width=None if stream.isatty() else 160)
         self.bar = RichProgress(TextColumn("phasescan"), BarColumn(bar_width=24),
@@ -50,6 +61,7 @@ class Progress:
                                 _Rates(), console=self.console, transient=False)
         self.task = self.bar.add_task("sweep", total=max(total_steps, 1), completed=done_steps,
                                       models=done_models, total_models=total_models, start_steps=done_steps,
+                                      compile_s=0.0, estimate_s=estimate_s,
                                       steps_per_model=max(total_steps, 1) / max(total_models, 1))
         self.bar.start()
 
@@ -59,6 +71,11 @@ class Progress:
 
     def advance(self, model_steps: int) -> None:
         self.bar.update(self.task, advance=model_steps)
+
+    def compiled(self, seconds: float) -> None:
+        """Seconds spent compiling: shown apart, and not counted in the training rate."""
+        task = self.bar.tasks[0]
+        self.bar.update(self.task, compile_s=task.fields["compile_s"] + seconds)
 
     def models_done(self, n: int) -> None:
         task = self.bar.tasks[0]
