@@ -143,6 +143,11 @@ def test_models_whose_weights_were_not_kept_are_trained_again_identically(tmp_pa
                 np.testing.assert_allclose(retrained[name], saved[name], rtol=1e-5, atol=1e-6, err_msg=name)
             else:
                 assert np.array_equal(retrained[name], saved[name]), name
+    # kept apart from the sweep's own weights, so the next figure does not train again
+    assert sorted(p.stem for p in (tmp_path / "no-weights-here" / "weights" / "retrained").glob("*.npz")) \
+        == sorted(r["run_id"] for r in rows)
+    retrain.load_or_retrain(tmp_path / "no-weights-here", rows, cfg["metrics"])
+    assert "training" not in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- figure details

@@ -322,7 +322,7 @@ def assemble(out_dir: Path, run_ids: set[str] | None = None) -> pd.DataFrame:
     """Write runs.parquet from the finished chunks (of `run_ids` only, when given: the runs
     config.yaml describes), atomically; return the table."""
     frame = read_chunks(out_dir, quiet=True)  # skipped files were named when the sweep began
-    if run_ids is not None:
+    if run_ids is not None and frame is not None:
         kept = frame["run_id"].isin(run_ids)
         if not kept.all():
             log.info("runs.parquet: %d runs of this command; %d more, refined by an earlier command "
