@@ -23,7 +23,7 @@ KEYS = ["task.p", "task.train_frac", "task.split_seed", "task.op", "task.input_f
         "sweep.shard", "sweep.axes.attn_rate", "sweep.axes.d_model", "sweep.axes.lr",
         "sweep.axes.p", "metrics.grad_sym_triples", "metrics.n_circles",
         "metrics.key_freq_min_share", "classify.min_test_acc", "classify.circle_margin",
-        "save_weights", "plot", "out_dir_taken", "nonsense", "task.bogus", "+extra",
+        "save_weights", "plot", "dry_run", "out_dir_taken", "nonsense", "task.bogus", "+extra",
         "+metrics.bogus"]
 SCALARS = st.one_of(
     st.integers(-10**12, 10**12), st.floats(allow_nan=True, allow_infinity=True, width=32),
