@@ -69,7 +69,7 @@ def main(argv=None) -> int:
                              "(key=value, e.g. metrics.grad_sym_triples=all)")
     parser.add_argument("--table", type=Path, metavar="OUT.parquet|OUT.csv",
                         help="also write every model's row into one table")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # files, flags and overrides in any order
     overrides = [a for a in args.inputs if "=" in a]
     files, problems = weight_files([a for a in args.inputs if "=" not in a])
     if not files and not problems:

@@ -55,6 +55,8 @@ def test_cli_prints_markdown_and_refuses_a_bad_axis(tmp_path, capsys):
     folder = synthetic_runs(tmp_path)
     assert report.main([str(folder)]) == 0
     out = capsys.readouterr().out
+    assert out.startswith(markdown.CIRCLE_NOTE)  # the per-circle comparison leads (IQR said there)
+    out = out[len(markdown.CIRCLE_NOTE):].lstrip()
     assert out.startswith("| attn_rate | runs | grad_sym |") and "non-clock share" in out
     assert report.main([str(folder), "--by", "width"]) == 2
     assert "width: not a column" in capsys.readouterr().err
@@ -109,6 +111,7 @@ def two_widths(tmp_path):
 def test_pooled_axes_are_named_with_their_values(tmp_path):
     folder, runs = two_widths(tmp_path)
     text = markdown.report(folder)  # bins by attn_rate only: the widths are put together
+    text = text[len(markdown.CIRCLE_NOTE):].lstrip()
     assert text.startswith("Pooled over d_model = 64, 128")
     assert "d_model = 64, 128" in markdown.pooled_sentence(runs, ["d_model"])
     assert "Pooled" not in markdown.report(folder, y="d_model")  # one block per width: nothing pooled

@@ -203,10 +203,11 @@ def test_the_bar_keeps_compiling_apart_and_estimates_before_the_first_segment():
     import io
 
     from phasescan.spec.progress import Progress
-    out = io.StringIO()
-    bar = Progress(total_models=4, total_steps=400, stream=out, estimate_s=120.0)
-    bar.bar.refresh()
+    out = io.StringIO()  # not a terminal: the bar's state is written when it closes
+    Progress(total_models=4, total_steps=400, stream=out, estimate_s=120.0).close()
     assert "ETA ~2m00s (estimate)" in out.getvalue() or "ETA ~1m59s (estimate)" in out.getvalue()
+    out = io.StringIO()
+    bar = Progress(total_models=4, total_steps=400, stream=out)
     bar.compiled(1e6)  # more than the elapsed time: no training time yet, no rate
     bar.advance(100)
     bar.close()

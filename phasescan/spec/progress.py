@@ -38,7 +38,7 @@ class _Rates(ProgressColumn):
         per_model = task.fields["steps_per_model"]
         rates = (f"{speed / per_model:.3g} models/s ({speed:.3g} model-steps/s)" if speed
                  else "? models/s")
-        if task.finished:
+        if task.finished or task.completed >= task.total:  # a resume with nothing left starts done
             eta = "0s"
         elif speed:
             eta = _duration((task.total - task.completed) / speed)
