@@ -147,9 +147,11 @@ def test_a_figure_failure_keeps_the_results(tmp_path, monkeypatch):
             f"`python -m phasescan.plot {tmp_path / 'out'}`") in (tmp_path / "out" / "phasescan.log").read_text()
 
 
-def test_the_plan_is_said_before_training_and_dry_run_stops_there(tmp_path, caplog):
+def test_the_plan_is_said_before_training_and_dry_run_stops_there(tmp_path, caplog, monkeypatch):
     """dry_run=true: the plan's lines, nothing trained or written; a sweep records its rate
     beside the compile cache, and the next plan estimates its time from it."""
+    from phasescan.runner import summary
+    monkeypatch.setattr(summary, "MIN_RATE_S", 0.0)  # this tiny sweep's rate is recorded too
     caplog.set_level("INFO", "phasescan")
     cache = tmp_path / "cache" / "jax"
     args = [*TINY, f"compile_cache={cache}"]

@@ -5,7 +5,8 @@ The time is measured, not modelled from nominal FLOP rates: every sweep records,
 and count, the seconds its training took per unit of `shard.cost` (steps x examples x FLOPs per
 example, the cost model that balances shards) in `rates.json` beside the compile cache
 (~/.cache/phasescan/). The estimate is the total cost times the last rate seen on this device;
-with none recorded yet it says so, and the bar's ETA appears after the first segment.
+with none recorded yet it says so, and the bar's ETA appears after the first segment. Sweeps that
+trained for less than MIN_RATE_S are not recorded (their fixed costs would dominate).
 """
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from ..spec.config import COMPILE_CACHE_OFF
 from ..store import results
 
 RATES = "rates.json"
+# A sweep that trained for less than this is not recorded: its seconds are mostly the fixed costs
+# of a segment and of the final measurement, which would make the next large sweep look slow.
+MIN_RATE_S = 30.0
 
 
 def rates_path(cfg: dict) -> Path | None:
@@ -46,7 +50,7 @@ def record_rate(cfg: dict, devices: list, runs: list[dict], seconds: float) -> N
     record that cannot be written is skipped: it only feeds the next estimate."""
     path = rates_path(cfg)
     total = sum(map(shard.cost, runs))
-    if path is None or not runs or seconds <= 0 or not total:
+    if path is None or not runs or seconds < MIN_RATE_S or not total:
         return
     try:
         known = json.loads(path.read_text()) if path.is_file() else {}
