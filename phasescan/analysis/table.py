@@ -48,6 +48,14 @@ def has_phases(frame: pd.DataFrame) -> bool:
     return "learning_phase" in frame and frame["learning_phase"].notna().any()
 
 
+def joint_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """Runs per (learning phase, algorithm): rows the phases, columns the algorithms, both in
+    their classify order, only those that occur."""
+    counts = pd.crosstab(frame["learning_phase"], frame["algorithm"])
+    rows = [p for p in LEARNING_PHASES if p in counts.index]
+    return counts.reindex(index=rows, columns=[a for a in ALGORITHMS if a in counts.columns], fill_value=0)
+
+
 def cells(frame: pd.DataFrame, x: str, y: str, label: str = "algorithm") -> pd.DataFrame:
     """One row per (y, x) cell: n runs, count of each class of `label` (algorithm or
     learning_phase), the majority class and its count (ties go to the earlier in LABELS[label]),

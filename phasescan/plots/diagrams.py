@@ -382,14 +382,6 @@ def phase_split(frame: pd.DataFrame) -> str | None:
     return "attn_rate" if "attn_rate" in swept and frame["attn_rate"].nunique() <= 4 else None
 
 
-def joint_counts(frame: pd.DataFrame) -> pd.DataFrame:
-    """Runs per (learning phase, algorithm): rows the phases, columns the algorithms, both in
-    their classify order, only those that occur."""
-    counts = pd.crosstab(frame["learning_phase"], frame["algorithm"])
-    rows = [p for p in LEARNING_PHASES if p in counts.index]
-    return counts.reindex(index=rows, columns=[a for a in ALGORITHMS if a in counts.columns], fill_value=0)
-
-
 def phase_algorithm(frame: pd.DataFrame, pooled: list[str]) -> Figure:
     """Learning phase x algorithm: how many runs of each phase learned each algorithm (one
     panel per attention rate when it was swept with a few values); shade and % = the share of
@@ -402,7 +394,7 @@ def phase_algorithm(frame: pd.DataFrame, pooled: list[str]) -> Figure:
                  layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(groups), squeeze=False)[0])
     for ax, (value, group) in zip(axes, groups):
-        counts = joint_counts(group).reindex(index=phases, columns=algorithms, fill_value=0)
+        counts = table.joint_counts(group).reindex(index=phases, columns=algorithms, fill_value=0)
         totals = counts.sum(axis=1).replace(0, np.nan)
         share = counts.div(totals, axis=0).to_numpy(dtype=float)
         ax.imshow(np.nan_to_num(share), cmap="Greys", vmin=0, vmax=1.4, aspect="auto")

@@ -70,9 +70,7 @@ def dynamics(runs: pd.DataFrame, by: str) -> pd.DataFrame:
 
 def joint_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs per learning phase (rows) and algorithm (columns), with the row totals."""
-    counts = pd.crosstab(runs["learning_phase"], runs["algorithm"])
-    counts = counts.reindex(index=[p for p in LEARNING_PHASES if p in counts.index],
-                            columns=[a for a in ALGORITHMS if a in counts.columns], fill_value=0)
+    counts = table.joint_counts(runs)
     counts["runs"] = counts.sum(axis=1)
     return counts.rename_axis(index="learning_phase", columns=None).reset_index()
 

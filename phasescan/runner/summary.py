@@ -90,10 +90,10 @@ def summary(plan, done_ids: frozenset = frozenset()) -> list[str]:
     if shard.shard_options(sweep)[1] > 1:
         head += f" (shard {sweep['shard']} of {sweep['num_shards']}, of {len(plan.grid_runs)} in the grid)"
     lines = [head + f", {model_steps:,} model-steps to train on {len(devices)} x {devices[0].device_kind}"]
-    layout = {b[0]["run_id"]: len(b) for b in grid.buckets(list(plan.grid_runs)).values()}
+    whole = {key: len(b) for key, b in grid.buckets(list(plan.grid_runs)).items()}  # chunks are sized from these
     for bucket in grid.buckets(runs).values():
         spec = Spec.from_run(bucket[0])
-        size = chunk_size_for(spec, layout.get(bucket[0]["run_id"], len(bucket)), sweep["chunk_size"],
+        size = chunk_size_for(spec, whole[grid.bucket_key(bucket[0])], sweep["chunk_size"],
                               sweep["max_chunk_size"], len(devices))
         memory = (size // len(devices)) * bytes_per_model(spec) + shared_bytes(spec)
         lines.append(f"  bucket p={spec.p} d_model={spec.d_model} steps={spec.steps}: {len(bucket)} models "
