@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ..spec import grid
 from ..spec.tasks import INPUT_FORMATS
+from . import compile_cache
 from .train import HParams, Program, Spec, make_program
 
 BYTES = 4  # float32
@@ -176,24 +177,27 @@ def compile_chunk(spec: Spec, chunk_size: int, metric_opts: dict, devices: list 
     share = chunk_size // len(devices)  # each device's models
     per_model = PartitionSpec("model")
     keys, hp = abstract_inputs(chunk_size)
-    init = jax.jit(on_devices(chunk_function(program.init, share, vmap_group), mesh, (per_model,) * 2),
-                   in_shardings=models, out_shardings=models)
-    state = jax.eval_shape(init, keys, hp)
+    # Everything the three programs are built from, for the traced-program cache's key.
+    fields = (repr(spec), chunk_size, sorted(metric_opts.items()), vmap_group, program.segment)
+    key = lambda name: compile_cache.program_key(name, fields, devices)
+    init, state = compile_cache.compile_program(
+        on_devices(chunk_function(program.init, share, vmap_group), mesh, (per_model,) * 2), (keys, hp),
+        in_shardings=models, out_shardings=models, key=key("init"))
 
     def advance(state, keys, hp, start):  # `start` is shared by the chunk: not vmapped
         return chunk_function(lambda s, k, h: program.advance(s, k, h, start), share, vmap_group)(
             state, keys, hp)
-    advance = on_devices(advance, mesh, (per_model,) * 3 + (PartitionSpec(),))
     start = jax.ShapeDtypeStruct((), jnp.int32)
     # Donating the state lets each segment update it in place (a CPU backend may ignore it).
-    advance = jax.jit(advance, in_shardings=(models, models, models, same), out_shardings=models,
-                      donate_argnums=0 if devices[0].platform != "cpu" else ())
-    measure = on_devices(chunk_function(program.measure, share, measure_group(devices, vmap_group)),
-                         mesh, (per_model,) * 2)
-    measure = jax.jit(measure, in_shardings=models, out_shardings=models)
-    return ChunkProgram(init=init.lower(keys, hp).compile(),
-                        advance=advance.lower(state, keys, hp, start).compile(),
-                        measure=measure.lower(state, hp).compile(),
+    advance, _ = compile_cache.compile_program(
+        on_devices(advance, mesh, (per_model,) * 3 + (PartitionSpec(),)), (state, keys, hp, start),
+        in_shardings=(models, models, models, same), out_shardings=models,
+        donate_argnums=0 if devices[0].platform != "cpu" else (), key=key("advance"))
+    measure, _ = compile_cache.compile_program(
+        on_devices(chunk_function(program.measure, share, measure_group(devices, vmap_group)),
+                   mesh, (per_model,) * 2), (state, hp),
+        in_shardings=models, out_shardings=models, key=key("measure"))
+    return ChunkProgram(init=init, advance=advance, measure=measure,
                         size=chunk_size, segment=program.segment, steps=spec.steps,
                         log_every=spec.log_every or None, models=models, state=state)
 
