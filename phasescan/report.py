@@ -35,7 +35,9 @@ from .spec.config import ConfigError
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m phasescan.report", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m phasescan.report",  # the summary and examples
+                                     description="\n\n".join(__doc__.split("\n\n")[:2]),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results_dir", type=Path)
     parser.add_argument("--x", "--by", dest="by", default="attn_rate",
                         help="the axis along which to bin (default attn_rate)")

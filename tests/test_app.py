@@ -1,6 +1,8 @@
 """phasescan as a researcher meets it: a package that installs (wheel), a Hydra app that lets
 Hydra's flags through, refuses overrides that change nothing, records how each folder was made,
 and a Python API that writes the same folder as the command line."""
+import shlex
+import shutil
 import site
 import subprocess
 import sys
@@ -216,3 +218,49 @@ def test_the_recorded_command_reads_back_as_typed(arg, typed):
     assert shlex.split(shell_word(arg)) == [arg]
     if typed:
         assert shell_word(arg) == typed
+
+
+def help_examples(module: str) -> list[list[str]]:
+    """The example commands a --help prints (lines that start with the command), as words."""
+    text = run_help(module)
+    starts = ("phasescan ", "python -m phasescan")
+    return [shlex.split(raw.strip().split("   ")[0]) for raw in text.splitlines()
+            if raw.startswith("  ") and raw.strip().startswith(starts)]
+
+
+def run_help(module: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    return proc.stdout
+
+
+def test_every_help_example_runs(tmp_path, monkeypatch):
+    """What each command's --help shows runs as shown: the sweep's examples to their plan
+    (dry_run=true), the sub-commands' on copies of the committed folders they name."""
+    from phasescan import evaluate, plot, report
+    keep = {"0765303a5537.npz", "f7670aa6062f.npz"}  # the example's model and one more of its shape
+
+    def left_out(folder, names):  # the committed figures stay as they are; two models are enough
+        return [n for n in names if n in ("figures", "chunks", "report.html")
+                or (Path(folder).name == "weights" and n not in keep)]
+    for name in ("width_vs_attn", "learning_phases"):  # copies of the committed folders
+        shutil.copytree(ROOT / "results" / "cpu" / name, tmp_path / "results" / "cpu" / name,
+                        ignore=left_out)
+    monkeypatch.chdir(tmp_path)
+    sweeps = [w for w in help_examples("phasescan") if w[0] == "phasescan"]
+    assert len(sweeps) >= 5
+    for words in sweeps:
+        args = words[1:]
+        if args and args[0].startswith("--"):  # --cfg job, --version: Hydra's and ours, tested above
+            continue
+        assert phasescan.run([*args, "dry_run=true"], out_dir=None if any(
+            a.startswith("out_dir=") for a in args) else tmp_path / "out") is None, words
+    mains = {"phasescan.plot": plot.main, "phasescan.report": report.main,
+             "phasescan.evaluate": evaluate.main}
+    ran = []
+    for module, main in mains.items():
+        for words in help_examples(module):
+            if words[:3] == ["python", "-m", module]:
+                assert main([w.replace("/tmp/", f"{tmp_path}/") for w in words[3:]]) == 0, words
+                ran.append(module)
+    assert sorted(set(ran)) == sorted(mains)
