@@ -59,6 +59,7 @@ def main(cfg: DictConfig) -> None:
     app.start_backend(cfg_dict)
     out_dir = None  # known once results_dir has run; Ctrl-C may come before
     try:
+        START_UP.raise_if_fired()
         out_dir = SECOND_SIGNAL.out_dir = app.results_dir(cfg_dict, hydra_dir(cfg_dict))
         frame, out_dir = app.execute(cfg_dict, out_dir, command=command_line(),
                                      overrides=list(HydraConfig.get().overrides.task),
@@ -182,6 +183,9 @@ def resume_command(out_dir: Path | None) -> str:
 
 def draw_figures(out_dir: Path) -> None:
     try:
+        from .plots import draw  # noqa: F401  (matplotlib's extensions loaded before a signal may raise)
+        START_UP.raises = True
+        START_UP.raise_if_fired()
         drawn = app.draw_figures(out_dir)
     except KeyboardInterrupt:
         log.error("interrupted while drawing the figures; the results are complete in %s. Draw "
@@ -191,15 +195,36 @@ def draw_figures(out_dir: Path) -> None:
         sys.exit(1)
 
 
-def terminate(signum, frame):
-    """SIGTERM (a scheduler's stop) as Ctrl-C: the same one-line report and resume command.
-    While chunks train, sweep.stop_on_signals handles both (stopping within a segment)."""
-    raise KeyboardInterrupt
+class StartUpSignal:
+    """Ctrl-C and SIGTERM (a scheduler's stop) outside the sweep's own handler
+    (sweep.stop_on_signals): remembered (`fired`), raised as KeyboardInterrupt only where that
+    is safe. Python's own SIGINT handler raises at once, wherever the main thread is, and two
+    places a start-up signal landed in lost it: an extension module being loaded (jaxlib's: the
+    process died of SIGSEGV) and JAX's garbage-collection callback, which ignores the exception
+    (the sweep then trained on as if no signal had come). So the start-up asks at its safe
+    points (`raise_if_fired`), stop_on_signals honours a signal that came before it, and while
+    the figures are drawn (their imports done) a signal raises at once."""
+
+    def __init__(self):
+        self.fired, self.raises = None, False
+
+    def __call__(self, signum, frame):
+        self.fired = signal.Signals(signum).name
+        if self.raises:
+            raise KeyboardInterrupt
+
+    def raise_if_fired(self) -> None:
+        if self.fired is not None:
+            raise KeyboardInterrupt
+
+
+START_UP = StartUpSignal()
 
 
 def cli() -> None:
     """The `phasescan` command (and `python -m phasescan`)."""
-    signal.signal(signal.SIGTERM, terminate)
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, START_UP)
     SECOND_SIGNAL.install()
     if "--version" in sys.argv[1:]:  # Hydra's own flag would print Hydra's version
         print(version_line())
@@ -216,6 +241,7 @@ def cli() -> None:
         sys.argv[1:], problems = check(sys.argv[1:])  # unknown keys/options: reported like the rest
         if problems:
             fail(ConfigError(problems))
+        START_UP.raise_if_fired()
         main()
     except KeyboardInterrupt:  # before Hydra started: nothing was written
         SECOND_SIGNAL.report(interrupted_line(None))

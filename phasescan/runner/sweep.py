@@ -264,6 +264,10 @@ def stop_on_signals():
         return
     previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        # A signal the command line's start-up handler remembered (__main__.StartUpSignal):
+        # honoured before anything trains.
+        if any(getattr(handler, "fired", None) for handler in previous.values()):
+            raise Interrupted("stopped before training")
         yield request
     finally:
         for sig, handler in previous.items():
