@@ -1,15 +1,21 @@
-"""Whole processes: phasescan's command against the PyTorch authors' way, the same 16 models.
+"""Whole processes: phasescan's command against PyTorch's ways (the authors' eager way, a vmapped
+ensemble), the same 16 models.
 
-    python -m bench.cpu_vs_torch                 # 3 timed pairs after a warm-up pair
+    python -m bench.cpu_vs_torch                 # 3 timed rounds after a warm-up round
     python -m bench.cpu_vs_torch --runs 5 --phasescan-override sweep.vmap_group=1
     python -m bench.cpu_vs_torch --cpu-tuned      # phasescan with CPU_TUNED_XLA_FLAGS (below)
+    python -m bench.cpu_vs_torch --with-compile   # also the ensemble under torch.compile
+    python -m bench.cpu_vs_torch --ways phasescan,torch-ensemble
     python -m bench.cpu_vs_torch torch [--p 23 --d-model 32 --steps 1000 --attn-rates 8 --seeds 2]
                                                  # the PyTorch side alone (one process), its rows
+    python -m bench.cpu_vs_torch torch-ensemble [the same arguments] [--compile]
+                                                 # the same models as one vmapped ensemble
 
 The issue's CPU case: p = 23, d_model = 32, 1,000 full-batch steps, attention rate
 linspace(0, 1, 8) x 2 seeds. Each side is a separate process, timed from its start to its exit
 (interpreter start-up, imports, Hydra, JAX's backend, compilation, training, metrics and writing
-the results included), the two in turn (A B A B ...) so a drift of the machine's speed hits both:
+the results included), the ways in turn within each round (A B C A B C ...) so a drift of the
+machine's speed hits all of them:
 
   phasescan  python -m phasescan task.p=23 'sweep.axes.d_model=[32]'
              'sweep.axes.attn_rate=linspace(0,1,8)' sweep.seeds=2 train.steps=1000 plot=false
@@ -18,12 +24,18 @@ the results included), the two in turn (A B A B ...) so a drift of the machine's
   torch      python -m bench.cpu_vs_torch torch --p 23 --d-model 32 --steps 1000 --attn-rates 8
              --seeds 2  (the model and its training: bench/torch_reference.py, one eager model
              after another, float64 loss, a test evaluation every step)
+  torch-ensemble  python -m bench.cpu_vs_torch torch-ensemble ... (the same models, the same
+             initial weights and splits, trained as one torch.func.vmap ensemble:
+             bench/torch_ensemble.py); torch-ensemble-compiled: the same with --compile
+             (torch.compile; its inductor cache in the system's temporary folder, filled by the
+             warm-up round as phasescan's is; --cold-cache: a new empty one each run)
 
-Prints every run's wall and CPU seconds (this process's own accounting of the finished child:
-os.wait4), then min / median / max of each side and of the ratio torch / phasescan taken pair by
-pair, and checks that both computed comparable models: the final training losses' range and the
-classes per attention rate (phasescan's table; the PyTorch models labelled by phasescan's rule
-without its circle steps). Needs torch (`pip install -e ".[bench]"`).
+--ways chooses the ways (default phasescan,torch,torch-ensemble; --with-compile adds
+torch-ensemble-compiled). Prints every run's wall and CPU seconds (this process's own accounting
+of the finished child: os.wait4), then min / median / max of each way and of the ratio way /
+first way (phasescan) taken round by round, and checks that they computed comparable models: the
+final training losses' range and the classes per attention rate (phasescan's table; the PyTorch
+models labelled by phasescan's rule without its circle steps). Needs torch (`pip install -e ".[bench]"`).
 """
 from __future__ import annotations
 
@@ -56,11 +68,19 @@ def phasescan_command(out_dir: Path, overrides: list[str]) -> list[str]:
             f"train.steps={c['steps']}", "plot=false", f"out_dir={out_dir}", *overrides]
 
 
-def torch_command(json_path: Path, extra: list[str]) -> list[str]:
+# The PyTorch ways: way name -> (sub-command, its extra arguments).
+TORCH_WAYS = {"torch": ("torch", []), "torch-ensemble": ("torch-ensemble", []),
+              "torch-ensemble-compiled": ("torch-ensemble", ["--compile"])}
+WAYS = ("phasescan", *TORCH_WAYS)
+DEFAULT_WAYS = ("phasescan", "torch", "torch-ensemble")
+
+
+def torch_command(json_path: Path, extra: list[str], way: str = "torch") -> list[str]:
     c = CASE
-    return [sys.executable, "-m", "bench.cpu_vs_torch", "torch", "--p", str(c["p"]), "--d-model",
+    sub, flags = TORCH_WAYS[way]
+    return [sys.executable, "-m", "bench.cpu_vs_torch", sub, "--p", str(c["p"]), "--d-model",
             str(c["d_model"]), "--steps", str(c["steps"]), "--attn-rates", str(c["attn_rates"]),
-            "--seeds", str(c["seeds"]), "--quiet", "--json", str(json_path), *extra]
+            "--seeds", str(c["seeds"]), "--quiet", "--json", str(json_path), *flags, *extra]
 
 
 def timed(command: list[str], cwd: Path, env: dict | None = None) -> dict:
@@ -92,34 +112,39 @@ def load_average() -> str:
         return "?"
 
 
-def compare_models(ps_dir: Path, torch_json: Path) -> None:
-    """Final train losses and classes per attention rate, both ways."""
+def compare_models(ps_dir: Path, torch_json: Path, name: str = "torch") -> None:
+    """Final train losses and classes per attention rate, phasescan and one PyTorch way (`name`)."""
     import numpy as np
     import pandas as pd
     ps = pd.read_parquet(ps_dir / "runs.parquet")
     tr = pd.DataFrame(json.loads(torch_json.read_text()))
-    print("\nfinal training loss (min / median / max):")
-    for name, frame in (("phasescan", ps), ("torch", tr)):
+    width = max(10, len(name) + 1)
+    print(f"\n{name}: final training loss (min / median / max):")
+    for who, frame in (("phasescan", ps), (name, tr)):
         loss = frame["train_loss"].to_numpy()
-        print(f"  {name:<10} {loss.min():.3g} / {np.median(loss):.3g} / {loss.max():.3g}")
+        print(f"  {who:<{width}} {loss.min():.3g} / {np.median(loss):.3g} / {loss.max():.3g}")
     print("test accuracy (min / median):   "
           f"phasescan {ps['test_acc'].min():.3f} / {ps['test_acc'].median():.3f}   "
-          f"torch {tr['test_acc'].min():.3f} / {tr['test_acc'].median():.3f}")
-    print("classes per attention rate (phasescan: its full rule; torch: the rule without circle steps):")
+          f"{name} {tr['test_acc'].min():.3f} / {tr['test_acc'].median():.3f}")
+    print(f"classes per attention rate (phasescan: its full rule; {name}: the rule without circle steps):")
     for rate in sorted(ps["attn_rate"].unique()):
-        near = lambda f: f[np.isclose(f["attn_rate"], rate)]
+        near = lambda f, rate=rate: f[np.isclose(f["attn_rate"], rate)]
         a, b = near(ps), near(tr)
         fmt = lambda f: ", ".join(f"{x} (gs {g:.2f} di {d:.2f})" for x, g, d in
                                   zip(f["algorithm"], f["grad_sym"], f["dist_irr"]))
-        print(f"  {rate:5.3f}  phasescan: {fmt(a)}\n         torch:     {fmt(b)}")
+        print(f"  {rate:5.3f}  {'phasescan:':<{width + 1}} {fmt(a)}\n         {name + ':':<{width + 1}} {fmt(b)}")
 
 
-def torch_parser() -> argparse.ArgumentParser:
+def torch_parser(ensemble: bool = False) -> argparse.ArgumentParser:
+    """The torch sub-command's arguments; ensemble: torch-ensemble's (the same, and --compile)."""
     parser = argparse.ArgumentParser(
-        prog="python -m bench.cpu_vs_torch torch",
-        description="The PyTorch authors' way alone, as one process: the models of attn_rate "
-                    "linspace(0, 1, N) x seeds one after another (bench/torch_reference.py), a row "
-                    "of final metrics each.")
+        prog="python -m bench.cpu_vs_torch torch" + ("-ensemble" if ensemble else ""),
+        description=("The same models as the torch sub-command, trained as ONE vmapped PyTorch "
+                     "ensemble (torch.func: bench/torch_ensemble.py; the same initial weights and "
+                     "splits), a row of final metrics each." if ensemble else
+                     "The PyTorch authors' way alone, as one process: the models of attn_rate "
+                     "linspace(0, 1, N) x seeds one after another (bench/torch_reference.py), a row "
+                     "of final metrics each."))
     parser.add_argument("--p", type=int, default=CASE["p"])
     parser.add_argument("--d-model", type=int, default=CASE["d_model"])
     parser.add_argument("--steps", type=int, default=CASE["steps"])
@@ -133,25 +158,36 @@ def torch_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     parser.add_argument("--save-weights", type=Path, default=None, help="write <DIR>/<i>.npz per model")
     parser.add_argument("--quiet", action="store_true")
+    if ensemble:
+        parser.add_argument("--compile", action="store_true",
+                            help="torch.compile the vmapped loss (and its backward) and evaluation")
     return parser
 
 
-def torch_main(argv=None) -> list[dict]:
-    """The torch sub-command: train and measure the PyTorch models, print and/or write their rows."""
-    parser = torch_parser()
+def torch_main(argv=None, ensemble: bool = False) -> list[dict]:
+    """The torch sub-command (ensemble: torch-ensemble): train and measure the PyTorch models,
+    print and/or write their rows."""
+    parser = torch_parser(ensemble)
     args = parser.parse_args(argv)
     if importlib.util.find_spec("torch") is None:
-        parser.exit(2, 'bench.cpu_vs_torch torch: needs torch: pip install -e ".[bench]"\n')
+        parser.exit(2, f'{parser.prog}: needs torch: pip install -e ".[bench]"\n')
     import torch
 
-    from bench import torch_reference as ref
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    rows = ref.train_population(args.p, args.d_model, args.steps, args.attn_rates, args.seeds,
-                                args.last_only, args.eval_every, args.device, args.save_weights)
+    common = (args.p, args.d_model, args.steps, args.attn_rates, args.seeds, args.last_only,
+              args.eval_every, args.device, args.save_weights)
+    if ensemble:
+        from bench import torch_ensemble
+        rows = torch_ensemble.train_population(*common, compile=args.compile)
+    else:
+        from bench import torch_reference as ref
+        rows = ref.train_population(*common)
     if not args.quiet:
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads: {len(rows)} models, "
+        way = ("one vmapped ensemble" + (", torch.compile" if args.compile else "")) if ensemble \
+            else "one eager model after another"
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {way}: {len(rows)} models, "
               f"p={args.p} d_model={args.d_model} steps={args.steps}, "
               f"{time.perf_counter() - t0:.2f} s training and metrics")
         print(f"{'attn_rate':>9}{'seed':>5}{'train_loss':>12}{'test_acc':>9}{'grad_sym':>9}"
@@ -167,11 +203,13 @@ def torch_main(argv=None) -> list[dict]:
 def compare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.cpu_vs_torch",
                                      description=__doc__.split("\n\n")[0],
-                                     epilog="python -m bench.cpu_vs_torch torch --help: the PyTorch side alone")
-    parser.add_argument("--runs", type=int, default=3, help="timed pairs (after one warm-up pair)")
+                                     epilog="python -m bench.cpu_vs_torch torch --help (or torch-ensemble "
+                                            "--help): one PyTorch side alone")
+    parser.add_argument("--runs", type=int, default=3, help="timed rounds, every way once each (after the warm-up rounds)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--cold-cache", action="store_true",
-                        help="phasescan with a new empty compile cache each run (compilation included)")
+                        help="phasescan (and torch-ensemble-compiled: TORCHINDUCTOR_CACHE_DIR) with a "
+                             "new empty compile cache each run (compilation included)")
     parser.add_argument("--phasescan-override", action="append", default=[],
                         help="an extra phasescan override, e.g. sweep.vmap_group=1")
     parser.add_argument("--torch-arg", action="append", default=[],
@@ -179,55 +217,91 @@ def compare_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpu-tuned", action="store_true",
                         help=f"phasescan with XLA_FLAGS={CPU_TUNED_XLA_FLAGS} (added to any XLA_FLAGS set)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the outputs here")
+    parser.add_argument("--ways", type=ways_list, default=list(DEFAULT_WAYS),
+                        help=f"comma-separated, in the order of each round (ratios against the "
+                             f"first): of {', '.join(WAYS)} (default {','.join(DEFAULT_WAYS)})")
+    parser.add_argument("--with-compile", action="store_true",
+                        help="add torch-ensemble-compiled (torch-ensemble --compile) to the ways")
     return parser
 
 
+def ways_list(text: str) -> list[str]:
+    ways = [w.strip() for w in text.split(",") if w.strip()]
+    unknown = [w for w in ways if w not in WAYS]
+    if unknown or not ways or len(set(ways)) < len(ways):
+        raise argparse.ArgumentTypeError(f"{text!r}: distinct ways of {', '.join(WAYS)}")
+    return ways
+
+
 def main(argv=None):
-    """Both processes in turn (the comparison), or with the first argument `torch` the PyTorch
-    side alone (torch_main)."""
+    """The ways in turn (the comparison), or with the first argument `torch` / `torch-ensemble`
+    one PyTorch side alone (torch_main)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["torch"]:
-        return torch_main(argv[1:])
+    if argv[:1] in (["torch"], ["torch-ensemble"]):
+        return torch_main(argv[1:], ensemble=argv[0] == "torch-ensemble")
     parser = compare_parser()
     args = parser.parse_args(argv)
+    ways = list(args.ways)
+    if args.with_compile and "torch-ensemble-compiled" not in ways:
+        ways.append("torch-ensemble-compiled")
 
     root = Path(__file__).resolve().parents[1]
     work = args.keep or Path(tempfile.mkdtemp(prefix="cpu_vs_torch-"))
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
-    if importlib.util.find_spec("torch") is None:
+    if any(w in TORCH_WAYS for w in ways) and importlib.util.find_spec("torch") is None:
         parser.exit(2, 'bench.cpu_vs_torch: needs torch: pip install -e ".[bench]"\n')
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {os.cpu_count()} CPUs  load average {load_average()}")
     ps_env = dict(env)
     if args.cpu_tuned:
         ps_env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), CPU_TUNED_XLA_FLAGS]))
-    print("A: " + (f"XLA_FLAGS='{ps_env['XLA_FLAGS']}' " if args.cpu_tuned else "")
-          + " ".join(phasescan_command(Path("<fresh>"), args.phasescan_override)))
-    print("B: " + " ".join(torch_command(Path("<json>"), args.torch_arg)))
-    times = {"phasescan": [], "torch": []}
+
+    def command(way: str, i: int) -> tuple[list[str], dict]:
+        if way == "phasescan":
+            overrides = list(args.phasescan_override)
+            if args.cold_cache:
+                overrides.append(f"compile_cache={work / f'cache-{i}'}")
+            return phasescan_command(work / f"phasescan-{i}", overrides), ps_env
+        way_env = env
+        if args.cold_cache and way == "torch-ensemble-compiled":
+            way_env = dict(env, TORCHINDUCTOR_CACHE_DIR=str(work / f"inductor-cache-{i}"))
+        return torch_command(work / f"{way}-{i}.json", args.torch_arg, way), way_env
+
+    for letter, way in zip("ABCDEFGH", ways):
+        shown = (" ".join(phasescan_command(Path("<fresh>"), args.phasescan_override)) if way == "phasescan"
+                 else " ".join(torch_command(Path("<json>"), args.torch_arg, way)))
+        tuned = f"XLA_FLAGS='{ps_env['XLA_FLAGS']}' " if way == "phasescan" and args.cpu_tuned else ""
+        print(f"{letter} {way}: {tuned}{shown}")
+    times = {way: [] for way in ways}
     for i in range(args.warmup + args.runs):
-        out_dir, torch_json = work / f"phasescan-{i}", work / f"torch-{i}.json"
-        overrides = list(args.phasescan_override)
-        if args.cold_cache:
-            overrides.append(f"compile_cache={work / f'cache-{i}'}")
-        a = timed(phasescan_command(out_dir, overrides), root, ps_env)
-        b = timed(torch_command(torch_json, args.torch_arg), root, env)
         counted = i >= args.warmup
-        if counted:
-            times["phasescan"].append(a)
-            times["torch"].append(b)
-        print(f"{'run' if counted else 'warm-up'} {i}: phasescan {a['wall']:7.2f} s wall {a['cpu']:7.2f} s cpu"
-              f"   torch {b['wall']:7.2f} s wall {b['cpu']:7.2f} s cpu   load {load_average()}", flush=True)
-    print(f"\n{'':<28}{'min':>8} {'median':>8} {'max':>8}")
-    for name in times:
+        parts = []
+        for way in ways:
+            cmd, way_env = command(way, i)
+            t = timed(cmd, root, way_env)
+            if counted:
+                times[way].append(t)
+            parts.append(f"{way} {t['wall']:7.2f} s wall {t['cpu']:7.2f} s cpu")
+        print(f"{'run' if counted else 'warm-up'} {i}: " + "   ".join(parts) + f"   load {load_average()}",
+              flush=True)
+    first = ways[0]
+    width = max(len(f"{way} / {first} (wall)") for way in ways) + 2
+    print(f"\n{'':<{width}}{'min':>8} {'median':>8} {'max':>8}")
+    for way in ways:
         for kind in ("wall", "cpu"):
-            print(f"{name + ' ' + kind + ' s':<28}{spread([t[kind] for t in times[name]])}")
-    ratios = [b["wall"] / a["wall"] for a, b in zip(times["phasescan"], times["torch"])]
-    print(f"{'torch / phasescan (wall)':<28}{spread(ratios)}")
+            print(f"{way + ' ' + kind + ' s':<{width}}{spread([t[kind] for t in times[way]])}")
+    ratios = {}  # (way, "wall" | "cpu") -> way / first, round by round
+    for way in ways[1:]:
+        for kind in ("wall", "cpu"):
+            ratios[(way, kind)] = [b[kind] / a[kind] for a, b in zip(times[first], times[way])]
+            print(f"{way + ' / ' + first + ' (' + kind + ')':<{width}}{spread(ratios[(way, kind)])}")
     last = args.warmup + args.runs - 1
-    compare_models(work / f"phasescan-{last}", work / f"torch-{last}.json")
+    if "phasescan" in ways:
+        for way in ways:
+            if way != "phasescan":
+                compare_models(work / f"phasescan-{last}", work / f"{way}-{last}.json", way)
     print(f"\noutputs in {work}")
-    return {"times": times, "ratios": ratios}
+    return {"ways": ways, "times": times, "ratios": ratios}
 
 
 if __name__ == "__main__":

@@ -110,18 +110,26 @@ def dataset(p: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([a, b], dim=1), (a + b) % p
 
 
+def untrained(p: int, d_model: int, attn_rate: float, seed: int, last_only: bool = False,
+              train_frac: float = TRAIN_FRAC):
+    """A run's untrained model and (train, test) pair indices: its seed's generator draws the
+    weights, then the split (train_model's, and bench.torch_ensemble's, starting point)."""
+    generator = torch.Generator().manual_seed(seed)
+    model = Transformer(p, d_model, attn_rate, generator, last_only=last_only)
+    order = torch.randperm(p * p, generator=generator)
+    n = n_train(p * p, train_frac)
+    return model, (order[:n].sort().values, order[n:].sort().values)
+
+
 def train_model(p: int, d_model: int, attn_rate: float, seed: int, steps: int,
                 last_only: bool = False, eval_every: int = 1, lr: float = 1e-3,
                 weight_decay: float = 2.0, betas=(0.9, 0.98), warmup_steps: int = 10,
                 train_frac: float = TRAIN_FRAC, device: str = "cpu"):
     """One model the authors' way. Returns (model, (train, test) pair indices, the per-step
     log of (train loss, test loss, test accuracy))."""
-    generator = torch.Generator().manual_seed(seed)
-    model = Transformer(p, d_model, attn_rate, generator, last_only=last_only).to(device)
+    model, (train_idx, test_idx) = untrained(p, d_model, attn_rate, seed, last_only, train_frac)
+    model = model.to(device)
     tokens, labels = dataset(p)
-    order = torch.randperm(p * p, generator=generator)
-    n = n_train(p * p, train_frac)
-    train_idx, test_idx = order[:n].sort().values, order[n:].sort().values
     x_train, y_train, x_test, y_test = (x.to(device) for x in (
         tokens[train_idx], labels[train_idx], tokens[test_idx], labels[test_idx]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)

@@ -1,7 +1,13 @@
 """bench/torch_reference.py, the PyTorch authors' way that bench.throughput and bench.cpu_vs_torch
 time phasescan against: its shapes, its float64 loss, that it learns, and that it is phasescan's
 model (the same weights through the .npz interchange layout give the same logits, the same
-training steps and the same metrics). Skipped without torch (pip install -e ".[bench]")."""
+training steps and the same metrics). bench/torch_ensemble.py, the same models as one vmapped
+PyTorch ensemble: the same initial weights, splits and logits as the eager models, the same
+training losses (eager and under torch.compile) and final rows. Skipped without torch
+(pip install -e ".[bench]")."""
+import json
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +16,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from bench import torch_ensemble
 from bench import torch_reference as ref  # noqa: E402
 from phasescan.engine import data, metrics, train  # noqa: E402
 from phasescan.store import weights
@@ -129,3 +136,92 @@ def test_same_weights_same_training_and_metrics_as_phasescan():
     for name in ("train_loss", "test_acc", "grad_sym", "dist_irr", "dist_irr_top_wrong", "circularity",
                  "param_norm"):
         np.testing.assert_allclose(theirs[name], float(mine[name]), rtol=1e-3, atol=1e-5, err_msg=name)
+
+
+# bench/torch_ensemble.py: the same models, one vmapped ensemble
+
+RUNS = [(0.0, 0), (0.5, 1), (1.0, 2)]  # several attention rates in one ensemble
+
+
+def eager_runs(steps):
+    """(model, log) of torch_reference.train_model for each of RUNS."""
+    return [ref.train_model(P, D, rate, seed, steps)[::2] for rate, seed in RUNS]
+
+
+def test_ensemble_starts_as_the_eager_models_and_gives_their_logits():
+    ensemble = torch_ensemble.Ensemble(P, D, RUNS)
+    tokens, _ = ref.dataset(P)
+    logits = ensemble.logits(tokens)
+    assert logits.shape == (len(RUNS), P * P, P)
+    per_model = ensemble.logits(ensemble.x_test)  # each model on its own test pairs
+    for i, ((rate, seed), unstacked) in enumerate(zip(RUNS, ensemble.models())):
+        eager, (train_idx, test_idx), _ = ref.train_model(P, D, rate, seed, steps=0)
+        assert torch.equal(ensemble.splits[i][0], train_idx) and torch.equal(ensemble.splits[i][1], test_idx)
+        for (name, a), (_, b) in zip(unstacked.named_parameters(), eager.named_parameters()):
+            assert torch.equal(a, b), name
+        assert unstacked.attn_rate == rate
+        with torch.no_grad():
+            torch.testing.assert_close(logits[i], eager(tokens), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(per_model[i], eager(tokens[test_idx]), rtol=1e-5, atol=1e-6)
+
+
+def test_ensemble_trains_each_model_as_the_eager_way():
+    """8 steps: the per-model log (train loss, test loss, test accuracy) of train_model, the
+    float64 train losses to float64 rounding here, the test losses to float32 rounding; then the
+    trained weights unstacked into the eager modules."""
+    steps = 8
+    ensemble = torch_ensemble.Ensemble(P, D, RUNS)
+    logs = ensemble.train(steps)
+    for log, model, (eager, eager_log) in zip(logs, ensemble.models(), eager_runs(steps)):
+        assert len(log) == steps
+        np.testing.assert_allclose(np.array(log), np.array(eager_log), rtol=1e-6)
+        for (name, a), (_, b) in zip(model.named_parameters(), eager.named_parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_ensemble_population_rows_are_the_eager_rows():
+    """torch_ensemble.train_population: torch_reference.train_population's rows (metrics, labels)."""
+    ours = torch_ensemble.train_population(P, D, steps=5, attn_rates=2, seeds=1)
+    theirs = ref.train_population(P, D, steps=5, attn_rates=2, seeds=1)
+    assert [r.keys() for r in ours] == [r.keys() for r in theirs]
+    for a, b in zip(ours, theirs):
+        assert (a["attn_rate"], a["seed"], a["algorithm"], a["diverged"]) == \
+            (b["attn_rate"], b["seed"], b["algorithm"], b["diverged"])
+        for name in ("train_loss", "test_loss", "test_acc", "grad_sym", "dist_irr", "circularity", "param_norm"):
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.slow  # the first torch.compile here builds C++ kernels (about a minute on 2 cores)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.compile's own imports (torch.jit)
+def test_compiled_ensemble_trains_as_the_eager_way():
+    if not hasattr(torch, "compile"):
+        pytest.skip("this torch has no torch.compile")
+    steps = 3
+    ensemble = torch_ensemble.Ensemble(P, D, RUNS)
+    try:
+        logs = ensemble.train(steps, compile=True)
+    except Exception as error:  # inductor needs a working C++ compiler
+        if type(error).__name__ in ("BackendCompilerFailed", "InductorError", "CalledProcessError"):
+            pytest.skip(f"torch.compile unavailable here: {str(error).splitlines()[0][:200]}")
+        raise
+    for log, (_, eager_log) in zip(logs, eager_runs(steps)):
+        np.testing.assert_allclose(np.array(log), np.array(eager_log), rtol=1e-6)
+
+
+def test_torch_ensemble_command_writes_the_torch_rows(tmp_path):
+    """`python -m bench.cpu_vs_torch torch-ensemble`: the torch sub-command's rows and JSON, and
+    the comparison's --ways / --with-compile."""
+    from bench import cpu_vs_torch
+    args = ["--p", "11", "--d-model", "8", "--steps", "3", "--attn-rates", "2", "--seeds", "1", "--quiet"]
+    rows = cpu_vs_torch.main(["torch-ensemble", *args, "--json", str(tmp_path / "rows.json")])
+    eager = cpu_vs_torch.main(["torch", *args])
+    assert json.loads((tmp_path / "rows.json").read_text()) == rows
+    assert [r.keys() for r in rows] == [r.keys() for r in eager]
+    assert [(r["attn_rate"], r["algorithm"]) for r in rows] == [(r["attn_rate"], r["algorithm"]) for r in eager]
+    parsed = cpu_vs_torch.compare_parser().parse_args(["--ways", "phasescan,torch-ensemble", "--with-compile"])
+    assert parsed.ways == ["phasescan", "torch-ensemble"] and parsed.with_compile
+    with pytest.raises(SystemExit):
+        cpu_vs_torch.compare_parser().parse_args(["--ways", "phasescan,tensorflow"])
+    command = cpu_vs_torch.torch_command(Path("x.json"), [], "torch-ensemble-compiled")
+    assert command[3] == "torch-ensemble" and "--compile" in command
+    assert cpu_vs_torch.torch_parser(ensemble=True).parse_args(command[4:]).compile
