@@ -5,6 +5,7 @@ ensemble), the same 16 models.
     python -m bench.cpu_vs_torch --runs 5 --phasescan-override sweep.vmap_group=1
     python -m bench.cpu_vs_torch --cpu-tuned      # phasescan with CPU_TUNED_XLA_FLAGS (below)
     python -m bench.cpu_vs_torch --with-compile   # also the ensemble under torch.compile
+    python -m bench.cpu_vs_torch --devices 2      # phasescan on 2 host devices (one per core)
     python -m bench.cpu_vs_torch --ways phasescan,torch-ensemble
     python -m bench.cpu_vs_torch torch [--p 23 --d-model 32 --steps 1000 --attn-rates 8 --seeds 2]
                                                  # the PyTorch side alone (one process), its rows
@@ -58,6 +59,7 @@ CASE = {"p": 23, "d_model": 32, "steps": 1000, "attn_rates": 8, "seeds": 2}
 # only trains 15-40% faster at d = 16-32 and the same at d = 64-128; it rounds differently (float32
 # rounding, not the science: docs/benchmarks.md). An experimental XLA flag: a jaxlib without it
 # refuses to start, so it is an opt-in setting, not phasescan's default.
+HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count="  # --devices: one device per core
 CPU_TUNED_XLA_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
 
 
@@ -216,6 +218,8 @@ def compare_parser() -> argparse.ArgumentParser:
                         help="an extra argument of the torch sub-command, e.g. --torch-arg=--threads=1")
     parser.add_argument("--cpu-tuned", action="store_true",
                         help=f"phasescan with XLA_FLAGS={CPU_TUNED_XLA_FLAGS} (added to any XLA_FLAGS set)")
+    parser.add_argument("--devices", type=int, default=None,
+                        help=f"phasescan on N host devices (XLA_FLAGS={HOST_DEVICES_FLAG}N, added to any set)")
     parser.add_argument("--keep", type=Path, default=None, help="keep the outputs here")
     parser.add_argument("--ways", type=ways_list, default=list(DEFAULT_WAYS),
                         help=f"comma-separated, in the order of each round (ratios against the "
@@ -253,8 +257,10 @@ def main(argv=None):
         parser.exit(2, 'bench.cpu_vs_torch: needs torch: pip install -e ".[bench]"\n')
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {os.cpu_count()} CPUs  load average {load_average()}")
     ps_env = dict(env)
-    if args.cpu_tuned:
-        ps_env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), CPU_TUNED_XLA_FLAGS]))
+    flags = [CPU_TUNED_XLA_FLAGS] if args.cpu_tuned else []
+    flags += [f"{HOST_DEVICES_FLAG}{args.devices}"] if args.devices else []
+    if flags:
+        ps_env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), *flags]))
 
     def command(way: str, i: int) -> tuple[list[str], dict]:
         if way == "phasescan":
@@ -270,7 +276,7 @@ def main(argv=None):
     for letter, way in zip("ABCDEFGH", ways):
         shown = (" ".join(phasescan_command(Path("<fresh>"), args.phasescan_override)) if way == "phasescan"
                  else " ".join(torch_command(Path("<json>"), args.torch_arg, way)))
-        tuned = f"XLA_FLAGS='{ps_env['XLA_FLAGS']}' " if way == "phasescan" and args.cpu_tuned else ""
+        tuned = f"XLA_FLAGS='{ps_env['XLA_FLAGS']}' " if way == "phasescan" and flags else ""
         print(f"{letter} {way}: {tuned}{shown}")
     times = {way: [] for way in ways}
     for i in range(args.warmup + args.runs):
