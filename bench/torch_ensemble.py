@@ -37,7 +37,6 @@ import copy
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
@@ -103,9 +102,7 @@ class Ensemble:
         """Train all models `steps` full-batch steps from their current weights, with a fresh AdamW
         and warm-up (as one torch_reference.train_model call); per model its log ((train loss,
         test loss, test accuracy) every eval_every steps)."""
-        optimizer = torch.optim.AdamW(self.params.values(), lr=lr, betas=betas, weight_decay=weight_decay)
-        schedule = torch.optim.lr_scheduler.LambdaLR(  # the first step has learning rate 0
-            optimizer, lambda step: min(step / warmup_steps, 1.0) if warmup_steps else 1.0)
+        optimizer, schedule = ref.adamw(self.params.values(), lr, weight_decay, betas, warmup_steps)
         losses_of, evaluation_of = self.compiled() if compile else (self.train_losses, self.test_evaluation)
         logs = [[] for _ in self.runs]
         for step in range(steps):
@@ -147,9 +144,5 @@ def train_population(p: int, d_model: int, steps: int, attn_rates: int, seeds: i
         t1 = time.perf_counter()
         rows.append({"attn_rate": rate, "seed": seed, **ref.final_metrics(model, split, triples)})
         rows[-1]["seconds"] = share + time.perf_counter() - t1
-        if save_weights:
-            save_weights.mkdir(parents=True, exist_ok=True)
-            np.savez(save_weights / f"{i:03d}.npz", **ref.to_interchange(model, seed))
-    for row, name in zip(rows, ref.label(rows)):
-        row["algorithm"] = name
-    return rows
+        ref.keep_weights(save_weights, i, model, seed)
+    return ref.labelled(rows)

@@ -121,6 +121,14 @@ def untrained(p: int, d_model: int, attn_rate: float, seed: int, last_only: bool
     return model, (order[:n].sort().values, order[n:].sort().values)
 
 
+def adamw(params, lr: float, weight_decay: float, betas, warmup_steps: int):
+    """The authors' optimiser: AdamW and its linear warm-up (LambdaLR, min(step / warmup, 1))."""
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(  # the first step has learning rate 0
+        optimizer, lambda step: min(step / warmup_steps, 1.0) if warmup_steps else 1.0)
+    return optimizer, schedule
+
+
 def train_model(p: int, d_model: int, attn_rate: float, seed: int, steps: int,
                 last_only: bool = False, eval_every: int = 1, lr: float = 1e-3,
                 weight_decay: float = 2.0, betas=(0.9, 0.98), warmup_steps: int = 10,
@@ -132,9 +140,7 @@ def train_model(p: int, d_model: int, attn_rate: float, seed: int, steps: int,
     tokens, labels = dataset(p)
     x_train, y_train, x_test, y_test = (x.to(device) for x in (
         tokens[train_idx], labels[train_idx], tokens[test_idx], labels[test_idx]))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(  # the first step has learning rate 0
-        optimizer, lambda step: min(step / warmup_steps, 1.0) if warmup_steps else 1.0)
+    optimizer, schedule = adamw(model.parameters(), lr, weight_decay, betas, warmup_steps)
     log = []
     for step in range(steps):
         loss = double_cross_entropy(model(x_train), y_train)
@@ -254,9 +260,19 @@ def train_population(p: int, d_model: int, steps: int, attn_rates: int, seeds: i
         model, split, _ = train_model(p, d_model, rate, seed, steps, last_only, eval_every, device=device)
         rows.append({"attn_rate": rate, "seed": seed, **final_metrics(model, split, triples),
                      "seconds": time.perf_counter() - t1})
-        if save_weights:
-            save_weights.mkdir(parents=True, exist_ok=True)
-            np.savez(save_weights / f"{i:03d}.npz", **to_interchange(model, seed))
+        keep_weights(save_weights, i, model, seed)
+    return labelled(rows)
+
+
+def keep_weights(save_weights: Path | None, i: int, model: Transformer, seed: int) -> None:
+    """<save_weights>/<i>.npz in phasescan's interchange layout (nothing when None)."""
+    if save_weights:
+        save_weights.mkdir(parents=True, exist_ok=True)
+        np.savez(save_weights / f"{i:03d}.npz", **to_interchange(model, seed))
+
+
+def labelled(rows: list[dict]) -> list[dict]:
+    """The rows, each with the label of phasescan's rule without its circle steps."""
     for row, name in zip(rows, label(rows)):
         row["algorithm"] = name
     return rows
