@@ -199,7 +199,7 @@ class StartUpSignal:
     """Ctrl-C and SIGTERM (a scheduler's stop) outside the sweep's own handler
     (sweep.stop_on_signals): remembered (`fired`), raised as KeyboardInterrupt only where that
     is safe. Python's own SIGINT handler raises at once, wherever the main thread is, and two
-    places a start-up signal landed in lost it: an extension module being loaded (jaxlib's: the
+    places a start-up signal landed in lost it: an extension module being loaded (the
     process died of SIGSEGV) and JAX's garbage-collection callback, which ignores the exception
     (the sweep then trained on as if no signal had come). So the start-up asks at its safe
     points (`raise_if_fired`), stop_on_signals honours a signal that came before it, and while
