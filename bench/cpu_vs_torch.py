@@ -33,10 +33,16 @@ machine's speed hits all of them:
 
 --ways chooses the ways (default phasescan,torch,torch-ensemble; --with-compile adds
 torch-ensemble-compiled). Prints every run's wall and CPU seconds (this process's own accounting
-of the finished child: os.wait4), then min / median / max of each way and of the ratio way /
-first way (phasescan) taken round by round, and checks that they computed comparable models: the
-final training losses' range and the classes per attention rate (phasescan's table; the PyTorch
-models labelled by phasescan's rule without its circle steps). Needs torch (`pip install -e ".[bench]"`).
+of the finished child: os.wait4) and its seconds in process (what the process itself timed of
+its training and final metrics: phasescan's manifest wall_s less its compile_s; the PyTorch ways'
+per-model `seconds`, summed), then min / median / max of each way and of the ratio way / first
+way (phasescan) taken round by round, the float32 matmul peak measured afterwards in this process
+(bench.throughput.measure_peak; --no-peak skips it) and the fraction of it each way's training
+reaches in process (the case's matmul FLOPs, bench.throughput.flops_per_step, the same count for
+every way), all of it once more as one Markdown table (docs/benchmarks.md); and checks that they
+computed comparable models: the final training losses' range and the classes per attention rate
+(phasescan's table; the PyTorch models labelled by phasescan's rule without its circle steps).
+Needs torch (`pip install -e ".[bench]"`).
 """
 from __future__ import annotations
 
@@ -105,6 +111,52 @@ def timed(command: list[str], cwd: Path, env: dict | None = None) -> dict:
 
 def spread(values: list[float]) -> str:
     return f"{min(values):8.2f} {statistics.median(values):8.2f} {max(values):8.2f}"
+
+
+def in_process_seconds(way: str, output: Path) -> float:
+    """What the way's process timed of its own training and final metrics (compilation apart
+    where it says so): phasescan's sweep time (manifest.json wall_s) less its compile_s, or the
+    sum of the PyTorch rows' `seconds` (a compiled ensemble's compilation included)."""
+    if way == "phasescan":
+        manifest = json.loads((output / "manifest.json").read_text())
+        return manifest["wall_s"] - sum(manifest["compile_s"].values())
+    return sum(row["seconds"] for row in json.loads(output.read_text()))
+
+
+def case_flops(ps_dir: Path | None) -> float:
+    """Matmul FLOPs of the case's training (bench.throughput.flops_per_step, every model and
+    step), from phasescan's runs table when there is one (its models' actual sizes), else from
+    CASE with the reference's one layer and 80/20 split."""
+    from types import SimpleNamespace
+
+    from bench.throughput import flops_per_step
+    c = CASE
+    if ps_dir is not None:
+        import pandas as pd
+        runs = pd.read_parquet(ps_dir / "runs.parquet")
+        rows = runs[["p", "d_model", "n_layers", "train_frac", "batch_size", "steps"]].astype(object)
+        rows = rows.where(rows.notna(), None).to_dict("records")  # batch_size: NA is full batch
+        return float(sum(flops_per_step(SimpleNamespace(**row))["step"] * row["steps"] for row in rows))
+    spec = SimpleNamespace(p=c["p"], d_model=c["d_model"], n_layers=1, train_frac=0.8, batch_size=None)
+    return flops_per_step(spec)["step"] * c["steps"] * c["attn_rates"] * c["seeds"]
+
+
+def markdown_table(ways: list[str], times: dict, ratios: dict, flops: float, peak: float | None) -> str:
+    """The comparison as one Markdown table (min / median / max over the rounds)."""
+    three = lambda v: f"{min(v):.2f} / {statistics.median(v):.2f} / {max(v):.2f}"
+    first = ways[0]
+    lines = [f"| way | whole process, wall s | CPU s (median) | wall, way / {first} | in process, s "
+             f"| in process, way / {first} | GFLOP/s in process (median) | of peak |",
+             "|---|---|---|---|---|---|---|---|"]
+    for way in ways:
+        inside = [t["inside"] for t in times[way]]
+        rate = flops / statistics.median(inside) / 1e9
+        lines.append(f"| {way} | {three([t['wall'] for t in times[way]])} | "
+                     f"{statistics.median([t['cpu'] for t in times[way]]):.2f} | "
+                     f"{three(ratios[(way, 'wall')]) if way != first else ''} | {three(inside)} | "
+                     f"{three(ratios[(way, 'inside')]) if way != first else ''} | {rate:.2f} | "
+                     f"{f'{rate * 1e9 / peak:.1%}' if peak else 'not measured'} |")
+    return "\n".join(lines)
 
 
 def load_average() -> str:
@@ -226,6 +278,8 @@ def compare_parser() -> argparse.ArgumentParser:
                              f"first): of {', '.join(WAYS)} (default {','.join(DEFAULT_WAYS)})")
     parser.add_argument("--with-compile", action="store_true",
                         help="add torch-ensemble-compiled (torch-ensemble --compile) to the ways")
+    parser.add_argument("--no-peak", action="store_true",
+                        help="do not measure the float32 matmul peak afterwards (no fraction of peak)")
     return parser
 
 
@@ -262,16 +316,19 @@ def main(argv=None):
     if flags:
         ps_env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), *flags]))
 
+    def output(way: str, i: int) -> Path:  # the folder (phasescan) or rows (PyTorch) of run i
+        return work / (f"phasescan-{i}" if way == "phasescan" else f"{way}-{i}.json")
+
     def command(way: str, i: int) -> tuple[list[str], dict]:
         if way == "phasescan":
             overrides = list(args.phasescan_override)
             if args.cold_cache:
                 overrides.append(f"compile_cache={work / f'cache-{i}'}")
-            return phasescan_command(work / f"phasescan-{i}", overrides), ps_env
+            return phasescan_command(output(way, i), overrides), ps_env
         way_env = env
         if args.cold_cache and way == "torch-ensemble-compiled":
             way_env = dict(env, TORCHINDUCTOR_CACHE_DIR=str(work / f"inductor-cache-{i}"))
-        return torch_command(work / f"{way}-{i}.json", args.torch_arg, way), way_env
+        return torch_command(output(way, i), args.torch_arg, way), way_env
 
     for letter, way in zip("ABCDEFGH", ways):
         shown = (" ".join(phasescan_command(Path("<fresh>"), args.phasescan_override)) if way == "phasescan"
@@ -285,29 +342,40 @@ def main(argv=None):
         for way in ways:
             cmd, way_env = command(way, i)
             t = timed(cmd, root, way_env)
+            t["inside"] = in_process_seconds(way, output(way, i))
             if counted:
                 times[way].append(t)
-            parts.append(f"{way} {t['wall']:7.2f} s wall {t['cpu']:7.2f} s cpu")
+            parts.append(f"{way} {t['wall']:7.2f} s wall {t['cpu']:7.2f} s cpu {t['inside']:7.2f} s in process")
         print(f"{'run' if counted else 'warm-up'} {i}: " + "   ".join(parts) + f"   load {load_average()}",
               flush=True)
     first = ways[0]
     width = max(len(f"{way} / {first} (wall)") for way in ways) + 2
     print(f"\n{'':<{width}}{'min':>8} {'median':>8} {'max':>8}")
+    kinds = ("wall", "cpu", "inside")  # inside: the seconds in process (in_process_seconds)
     for way in ways:
-        for kind in ("wall", "cpu"):
+        for kind in kinds:
             print(f"{way + ' ' + kind + ' s':<{width}}{spread([t[kind] for t in times[way]])}")
-    ratios = {}  # (way, "wall" | "cpu") -> way / first, round by round
+    ratios = {}  # (way, kind) -> way / first, round by round
     for way in ways[1:]:
-        for kind in ("wall", "cpu"):
+        for kind in kinds:
             ratios[(way, kind)] = [b[kind] / a[kind] for a, b in zip(times[first], times[way])]
             print(f"{way + ' / ' + first + ' (' + kind + ')':<{width}}{spread(ratios[(way, kind)])}")
     last = args.warmup + args.runs - 1
+    flops = case_flops(output("phasescan", last) if "phasescan" in ways else None)
+    peak = None
+    if not args.no_peak:  # after the rounds, in this process: the machine's speed of the moment
+        from bench.throughput import measure_peak
+        peak = measure_peak("float32", 2048)["flops"]
+        print(f"\npeak: {peak / 1e9:.1f} GFLOP/s (2048^3 float32 matmul, best of 5); "
+              f"the case's training: {flops / 1e9:.1f} GFLOP (matmuls, bench.throughput.flops_per_step)")
+    table = markdown_table(ways, times, ratios, flops, peak)
+    print(f"\n{table}")
     if "phasescan" in ways:
         for way in ways:
             if way != "phasescan":
-                compare_models(work / f"phasescan-{last}", work / f"{way}-{last}.json", way)
+                compare_models(output("phasescan", last), output(way, last), way)
     print(f"\noutputs in {work}")
-    return {"ways": ways, "times": times, "ratios": ratios}
+    return {"ways": ways, "times": times, "ratios": ratios, "flops": flops, "peak": peak, "table": table}
 
 
 if __name__ == "__main__":

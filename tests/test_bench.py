@@ -205,6 +205,36 @@ def test_cpu_vs_torch_torch_side_smallest_run(tmp_path):
     assert json.loads((tmp_path / "rows.json").read_text())[0]["algorithm"] == rows[0]["algorithm"]
 
 
+def test_cpu_vs_torch_table_times_each_way_whole_and_in_process(monkeypatch, tmp_path, capsys):
+    """Each way's wall, CPU and in-process seconds (phasescan: manifest wall_s less compile_s; the
+    PyTorch ways: their rows' seconds summed), ratios round by round, one Markdown row per way."""
+    wall = {"phasescan": [10.0, 20.0], "torch": [40.0, 100.0], "torch-ensemble": [30.0, 30.0]}
+
+    def fake_timed(command, cwd, env=None):
+        if "phasescan" in command[:3]:
+            out_dir = Path(dict(a.split("=", 1) for a in command if "=" in a)["out_dir"])
+            out_dir.mkdir(parents=True)
+            (out_dir / "manifest.json").write_text(json.dumps({"wall_s": 8.0, "compile_s": {"a": 2.0}}))
+            way = "phasescan"
+        else:
+            out = Path(command[command.index("--json") + 1])
+            way = "torch-ensemble" if command[3] == "torch-ensemble" else "torch"
+            out.write_text(json.dumps([{"seconds": 9.0}, {"seconds": 9.0 if way == "torch" else 3.0}]))
+        return {"wall": wall[way].pop(0), "cpu": 1.0}
+    monkeypatch.setattr(cpu_vs_torch, "timed", fake_timed)
+    monkeypatch.setattr(cpu_vs_torch, "compare_models", lambda *a: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.setattr(cpu_vs_torch, "case_flops", lambda ps_dir: 6e9)
+    result = cpu_vs_torch.main(["--runs", "2", "--warmup", "0", "--no-peak", "--keep", str(tmp_path)])
+    assert [t["inside"] for t in result["times"]["phasescan"]] == [6.0, 6.0]
+    assert result["ratios"][("torch", "wall")] == [4.0, 5.0]
+    assert result["ratios"][("torch-ensemble", "inside")] == [2.0, 2.0]
+    rows = result["table"].splitlines()
+    assert rows[2] == "| phasescan | 10.00 / 15.00 / 20.00 | 1.00 |  | 6.00 / 6.00 / 6.00 |  | 1.00 | not measured |"
+    assert rows[3].startswith("| torch | 40.00 / 70.00 / 100.00 | 1.00 | 4.00 / 4.50 / 5.00 | 18.00 / 18.00 / 18.00 |")
+    assert result["table"] in capsys.readouterr().out
+
+
 # bench/gpu_session.sh
 
 
