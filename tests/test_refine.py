@@ -53,6 +53,35 @@ def test_converges_to_a_known_boundary():
     assert (final.loc[final["refine_round"] == 0, "run_id"] == frame["run_id"]).all()
 
 
+def test_the_pizza_to_clock_boundary_is_refined_not_a_drop_to_unlearned():
+    """d = 16 turns `unlearned` from attention rate 0.2 on (2 seeds of 3) while its learned runs go Pizza -> Clock
+    at TRUTH[16] + 0.4: refinement spends its models at the Pizza -> Clock boundary (the default,
+    refinement.against=clock), or at the Pizza share's drop with refinement.against=null."""
+    clock_at = TRUTH[16] + 0.4
+
+    def labeller(runs):
+        rows = []
+        for r in runs:
+            learned = r["d_model"] == 32 or r["attn_rate"] < 0.2 or r["seed"] % 3 == 0
+            cut = clock_at if r["d_model"] == 16 else TRUTH[32]
+            name = ("pizza" if r["attn_rate"] < cut else "clock") if learned else "unlearned"
+            rows.append({"refine_round": 0} | r | {"algorithm": name})
+        return pd.DataFrame(rows)
+    for against, target in (("clock", clock_at), ("null", None)):
+        cfg, frame = coarse(labeller, 3, "refinement.tolerance=0.02", "refinement.rounds=10",
+                            "refinement.budget=1000", f"refinement.against={against}")
+        final, table = refine.refine(frame, refine.options(cfg), labeller)
+        last = table[table["round"] == table["round"].max()].set_index("d_model").loc[16]
+        assert last["converged"] and last["width"] <= 0.02
+        if target is not None:  # Pizza -> Clock; the all-runs drop is still reported beside it
+            assert last["refined"] == "pizza -> clock" and last["span_lo"] <= target <= last["span_hi"]
+            assert last["replaced_by"] == "unlearned" and last["boundary"] < 0.3
+        else:
+            assert last["refined"] == "pizza share" and last["span_hi"] < 0.3
+    with pytest.raises(ConfigError, match="refinement.against='pizza': must be null or a class other"):
+        refine.options(compose("refine=true", "refinement.against=pizza"))
+
+
 def test_budget_and_rounds_are_respected_and_noisy_cells_get_seeds():
     labeller = synthetic_labeller(noise_width=0.15, seed=3)
     cfg, frame = coarse(labeller, 2, "refinement.tolerance=0.01", "refinement.rounds=3",

@@ -2,7 +2,12 @@
 
 After the grid, each round looks at every value of the `y` axis (e.g. width) separately:
   * the label share per cell (fraction of runs labelled `label`, e.g. pizza) along the `x` axis
-    (e.g. attention rate) and the boundary with its bootstrap interval (boundary.estimate);
+    (e.g. attention rate) and the boundary with its bootstrap interval (boundary.estimate). With
+    `against` (clock, the default) the boundary refined is the Pizza -> Clock one, the share among
+    the runs labelled `label` or `against`: a drop of the Pizza share where unlearned or
+    non-circular models take over is no transition to spend models on. `against: null` refines the
+    first drop of the share among all runs. Each round's table keeps both (boundary.estimate's
+    columns) and says which was refined (`refined`, `refined_boundary`, ...);
   * the *uncertain span*: the grid interval that brackets the crossing, widened to the bootstrap
     interval. A y value is converged when the span is at most `tolerance` wide;
   * otherwise the round adds the midpoint of every grid interval in the span wider than
@@ -26,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..spec import grid
+from ..spec.classify import ALGORITHMS
 from ..spec.config import FIELDS, MAX_SEED, ConfigError, is_int, is_number
 from ..store import results
 from . import boundary
@@ -35,7 +41,7 @@ log = logging.getLogger("phasescan")
 REFINEMENT = "refinement.parquet"
 Labeller = Callable[[list[dict]], pd.DataFrame]
 
-KEYS = ("budget", "rounds", "tolerance", "x", "y", "label", "seeds", "max_seeds", "n_boot")
+KEYS = ("budget", "rounds", "tolerance", "x", "y", "label", "against", "seeds", "max_seeds", "n_boot")
 
 
 def options(cfg: dict) -> dict | None:
@@ -72,6 +78,11 @@ def options(cfg: dict) -> dict | None:
     if opts["y"] is not None and (opts["y"] not in FIELDS or opts["y"] == opts["x"]):
         problems.append(f"refinement.y={opts['y']!r}: must be null or a field other than x "
                         f"(one of {', '.join(FIELDS)})")
+    if opts["label"] not in ALGORITHMS:
+        problems.append(f"refinement.label={opts['label']!r}: must be one of {', '.join(ALGORITHMS)}")
+    if opts["against"] is not None and (opts["against"] not in ALGORITHMS or opts["against"] == opts["label"]):
+        problems.append(f"refinement.against={opts['against']!r}: must be null or a class other than "
+                        f"refinement.label (one of {', '.join(ALGORITHMS)})")
     if problems:
         raise ConfigError(problems)
     return opts
@@ -81,21 +92,26 @@ def spans(frame: pd.DataFrame, opts: dict) -> pd.DataFrame:
     """Per y value: the boundary, its bootstrap interval, the uncertain span and its width."""
     x, y = opts["x"], opts["y"] or "_all"
     frame = frame.assign(_all=0) if opts["y"] is None else frame
-    table = boundary.estimate(frame, x=x, y=y, label=opts["label"], n_boot=opts["n_boot"])
+    against = opts["against"]
+    table = boundary.estimate(frame, x=x, y=y, label=opts["label"], n_boot=opts["n_boot"], against=against)
+    prefix = "against_" if against else ""  # which of the two crossings is refined
+    for k in ("boundary", "lo", "hi", "status"):
+        table[f"refined_{k}"] = table[prefix + k]
+    table["refined"] = f"{opts['label']} -> {against}" if against else f"{opts['label']} share"
     span_lo, span_hi = [], []
     for _, row in table.iterrows():
         xs = np.sort(frame.loc[frame[y] == row[y], x].unique())
-        if row["status"] != "crossing":
+        if row["refined_status"] != "crossing":
             span_lo.append(np.nan), span_hi.append(np.nan)
             continue
-        right = int(np.searchsorted(xs, row["boundary"], side="right"))  # first x past it
+        right = int(np.searchsorted(xs, row["refined_boundary"], side="right"))  # first x past it
         right = min(max(right, 1), len(xs) - 1)
-        lo = np.nanmin([xs[right - 1], row["lo"]])
-        hi = np.nanmax([xs[right], row["hi"]])
+        lo = np.nanmin([xs[right - 1], row["refined_lo"]])
+        hi = np.nanmax([xs[right], row["refined_hi"]])
         span_lo.append(lo), span_hi.append(hi)
     table["span_lo"], table["span_hi"] = span_lo, span_hi
     table["width"] = table["span_hi"] - table["span_lo"]
-    table["converged"] = (table["status"] != "crossing") | (table["width"] <= opts["tolerance"] + 1e-12)
+    table["converged"] = (table["refined_status"] != "crossing") | (table["width"] <= opts["tolerance"] + 1e-12)
     table["n_runs"] = [int((frame[y] == v).sum()) for v in table[y]]
     return table.assign(x_axis=x, y_axis=opts["y"] or "")
 

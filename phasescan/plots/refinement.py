@@ -27,14 +27,15 @@ def draw_refinement(results_dir, figures_dir, formats=("png",)) -> list[Path]:
     for k, (colour, y_value) in enumerate(zip(["#000000", "#D55E00", "#009E73", "#56B4E9", "#F0E442"], y_values)):
         rows = table if y is None else table[table[y] == y_value]
         offset = (k - (len(y_values) - 1) / 2) * 0.12
-        left.errorbar(rows["boundary"], rows["round"] + offset,
-                      xerr=[rows["boundary"] - rows["span_lo"], rows["span_hi"] - rows["boundary"]],
+        at = rows["refined_boundary"] if "refined_boundary" in rows else rows["boundary"]  # older folders
+        left.errorbar(at, rows["round"] + offset, xerr=[at - rows["span_lo"], rows["span_hi"] - at],
                       fmt="o", color=colour, capsize=3, label=f"{y} = {y_value}" if y else "boundary")
     left.set_xlabel(x.replace("_", " "))
     left.set_ylabel("refinement round")
     left.set_yticks(sorted(table["round"].unique()))
     left.invert_yaxis()
-    left.set_title("boundary and its uncertain span per round")
+    refined = table["refined"].iloc[0] if "refined" in table else "the label share"
+    left.set_title(f"boundary ({refined}) and its uncertain span per round", fontsize=10)
     left.legend(fontsize=8)
     left.grid(alpha=0.3)
 
