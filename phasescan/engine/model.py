@@ -12,6 +12,11 @@ Faithful to ../shared/reference/clock-pizza.md:
     token, 2p with b's own vocabulary), initialised normal / sqrt(vocab) as the authors built
     it; logits read at the last position only.
 
+Two forwards compute the same function (`model.forward`, docs/benchmarks.md):
+  * `Transformer` (direct): every pair's tokens through every layer, the reference;
+  * `factored_logits` (the default for one layer): what depends on one token is computed once per
+    (position, token) as a table, and a pair only gathers and mixes table rows.
+
 Parameter names and shapes follow the `.npz` interchange layout (docs/weights-format.md) with a
 row-vector convention (`x @ W`), so converting to and from saved weights is only a stack.
 """
@@ -99,3 +104,45 @@ class Transformer(nn.Module):
         for block in self.blocks:
             h = block(h, attn_rate)
         return h[..., -1, :] @ self.unembed
+
+
+def factored_logits(params, tokens: jax.Array, attn_rate: jax.Array, n_heads: int,
+                    act: str) -> jax.Array:
+    """The one-layer Transformer's logits (N, vocab) of tokens (N, n_ctx), through per-token tables.
+
+    A position's residual vector depends on its token alone, so its query, key and value are a
+    table of `vocab` rows per position (not N). The last position's output is
+        h = x + sum_{head, i} A[head, i] (v[head, i] @ W_O[head])
+    (A: the mixed attention pattern, x: the last token's vector), so the MLP's pre-activation
+    h @ W_in + b_in and the direct path h @ W_U are sums of the same weights A over tables of width
+    4d and vocab; W_out and the unembedding fold into one (4d, vocab) product. Per pair there are
+    left the attention scores, the weighted sums of gathered rows and ReLU(pre) @ (W_out W_U):
+    about 7x fewer FLOPs than the direct forward at p 59, d 128 (docs/benchmarks.md). In exact
+    arithmetic it is the same function; float32 rounds it differently, as another chunk size does.
+    """
+    p = params["params"]
+    layer = p["layer_0"]
+    vocab, d = p["embed"].shape
+    n_ctx = p["pos_embed"].shape[0]
+    d_head = d // n_heads
+    # (n_ctx, vocab, d): every token's residual vector at every position
+    x = p["embed"][None] + p["pos_embed"][:, None]
+    q = jnp.einsum("vd,hde->hve", x[-1], layer["W_Q"])  # only the last position's queries are read
+    k = jnp.einsum("ivd,hde->hive", x, layer["W_K"])
+    v = jnp.einsum("ivd,hde->hive", x, layer["W_V"])
+    # Tables of what the residual stream feeds, the MLP's pre-activation and the logits: a head's
+    # value through W_O into W_in (d_head -> 4d) and into the unembedding (d_head -> vocab).
+    W_O = layer["W_O"].reshape(n_heads, d_head, d)
+    pre_last = x[-1] @ layer["W_in"] + layer["b_in"]  # (vocab, 4d)
+    pre_head = jnp.einsum("hive,hef->hivf", v, W_O @ layer["W_in"])  # (heads, n_ctx, vocab, 4d)
+    logit_last = (x[-1] + layer["b_out"]) @ p["unembed"]  # (vocab, vocab)
+    logit_head = jnp.einsum("hive,hef->hivf", v, W_O @ p["unembed"])  # (heads, n_ctx, vocab, vocab)
+    out_unembed = layer["W_out"] @ p["unembed"]  # (4d, vocab)
+
+    positions = jnp.arange(n_ctx)
+    last = tokens[:, -1]
+    scores = jnp.einsum("hne,hnie->hni", q[:, last], k[:, positions, tokens]) / math.sqrt(d_head)
+    pattern = attn_rate * jax.nn.softmax(scores, axis=-1) + (1.0 - attn_rate)  # (heads, N, n_ctx)
+    mix = lambda table: jnp.einsum("hni,hnif->nf", pattern, table[:, positions, tokens])
+    pre = pre_last[last] + mix(pre_head)
+    return logit_last[last] + mix(logit_head) + ACTIVATIONS[act](pre) @ out_unembed

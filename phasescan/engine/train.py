@@ -24,7 +24,7 @@ from . import data, metrics, precision
 from .linear import KINDS as LINEAR_KINDS
 from .linear import LinearModel
 from .loss import LOSSES
-from .model import Transformer
+from .model import Transformer, factored_logits
 
 ADAM_EPS = 1e-8  # PyTorch's AdamW default, which the paper used
 
@@ -81,6 +81,7 @@ class Spec:
     cross_entropy: str = "accurate"  # loss.LOSSES: the training loss (metrics: always accurate)
     log_every: int | None = None  # metrics every log_every steps (None / 0: only at the end)
     dynamics_every: int = DYNAMICS_EVERY  # the dynamics' test accuracy every K steps (DynamicsState)
+    forward: str = "direct"  # model.forward: factored (one-layer transformer) | direct
 
     @classmethod
     def from_run(cls, run: dict) -> "Spec":
@@ -104,9 +105,14 @@ def transformer_net(spec: Spec, dataset: data.Dataset, attn_rate: jax.Array) -> 
     model = Transformer(vocab=dataset.vocab, n_ctx=dataset.n_ctx, d_model=spec.d_model,
                         n_layers=spec.n_layers, n_heads=spec.n_heads, act=spec.act)
     embed = lambda params: params["params"]["embed"]
+    if spec.forward == "factored":
+        logits = lambda params, tokens: factored_logits(params, tokens, attn_rate, spec.n_heads, spec.act)
+    else:
+        logits = lambda params, tokens: model.apply(params, tokens, attn_rate)
     return Net(
         init=lambda key: model.init(key, jnp.zeros((1, dataset.n_ctx), jnp.int32), attn_rate),
-        logits=lambda params, tokens: model.apply(params, tokens, attn_rate),
+        # grad_sym differentiates through the token vectors, which only the direct forward takes
+        logits=logits,
         logits_from_vectors=lambda params, vectors: model.apply(
             params, vectors, attn_rate, method=Transformer.from_token_vectors),
         token_vectors=lambda params, tokens: embed(params)[tokens],

@@ -121,6 +121,9 @@ def split_problems(p: int, train_frac: float, where: str = "task.") -> list[str]
 # (docs/metrics.md, "Generalisation dynamics": what it costs and why this default).
 DYNAMICS_EVERY = 1
 PRECISIONS = ("float32", "tf32", "bfloat16")  # train.precision (phasescan/engine/precision.py)
+# model.forward (phasescan/engine/model.py): through per-token tables, or every pair through the
+# layers. Only a one-layer transformer has the factored one: other models run direct (grid.expand).
+FORWARDS = ("factored", "direct")
 CROSS_ENTROPIES = ("accurate", "float32")  # train.cross_entropy (phasescan/engine/loss.py): the paper's, the ablation
 
 
@@ -145,6 +148,8 @@ FIELDS: dict[str, Field] = {
     "attn_rate": Field("model", float, True, _in_unit_interval),
     # every initial weight multiplied by it, biases as initialised (Omnigrok's axis); added later
     "init_scale": Field("model", float, True, _positive, default=1.0),
+    # the same function computed two ways, rounded differently; added later (every earlier run: direct)
+    "forward": Field("model", str, False, _one_of(*FORWARDS), default="direct"),
     # train
     "steps": Field("train", int, False, _positive),
     "batch_size": Field("train", int, False, _positive, nullable=True),

@@ -235,14 +235,14 @@ class RunIds:
     a million identities, and json.dumps of each would be most of its validation. The text is
     exactly run_id's (tests/test_faults.py compares them)."""
 
-    def __init__(self, point: dict, swept: dict[str, list]):
+    def __init__(self, point: dict, swept: dict[str, list], exact: bool = False):
         holes = {name: f"\0{name}\0" for name in [*swept, "seed", "data_seed"]}
         identity = {name: holes.get(name, point.get(name)) for name, f in FIELDS.items()
                     if f.identity and (name in holes or not f.at_default(point.get(name)))}
         # A swept field added later leaves the id where it sits at its default: those grids
         # take run_id's own path.
         self.point, self.swept = point, swept
-        self.exact = any(FIELDS[name].added_later for name in swept)
+        self.exact = exact or any(FIELDS[name].added_later for name in swept)
         text = json.dumps(identity | {"seed": holes["seed"], "data_seed": holes["data_seed"]},
                           sort_keys=True)
         pattern = "|".join(re.escape(json.dumps(hole)) for hole in holes.values())
@@ -255,12 +255,24 @@ class RunIds:
         """The run_id of the run with swept[name][indices[name]] for each swept field."""
         if self.exact:
             point = self.point | {name: axis[indices[name]] for name, axis in self.swept.items()}
-            return run_id(point | {"seed": seed, "data_seed": data})
+            return run_id(with_forward(point) | {"seed": seed, "data_seed": data})
         values = {"seed": str(seed), "data_seed": str(data)}
         pieces = self.pieces.copy()
         for i, name in enumerate(self.slots):
             pieces[2 * i + 1] = values[name] if name in values else self.encoded[name][indices[name]]
         return hashlib.sha1("".join(pieces).encode()).hexdigest()[:12]
+
+
+# The fields that decide whether a model has the factored forward (model.forward).
+FORWARD_DECIDES = ("kind", "n_layers")
+
+
+def with_forward(point: dict) -> dict:
+    """`point` with the forward it is trained with: model.forward=factored is the one-layer
+    transformer's (engine/model.py); a deeper or linear model runs direct, and says so."""
+    if point.get("forward") == "factored" and (point.get("kind"), point.get("n_layers")) != ("transformer", 1):
+        return point | {"forward": "direct"}
+    return point
 
 
 _bucket_fields = operator.itemgetter(*STATIC)
@@ -299,9 +311,12 @@ def expand(cfg: dict) -> list[dict]:
     names = list(axes)
     static = [i for i, name in enumerate(names) if name in STATIC]
     for v, variant in enumerate(variants):
-        ids = RunIds(base | variant, axes)
+        fixed = with_forward(base | variant)
+        # a swept kind or depth decides each point's forward: ids then hashed one by one
+        ids = RunIds(fixed, axes, exact=fixed.get("forward") == "factored"
+                     and any(name in axes for name in FORWARD_DECIDES))
         for combo in itertools.product(*(range(len(values)) for values in axes.values())):
-            point = base | variant | {name: axes[name][i] for name, i in zip(names, combo)}
+            point = with_forward(fixed | {name: axes[name][i] for name, i in zip(names, combo)})
             # cross_check reads bucket fields only: once per variant and swept bucket fields
             key = (v, *(combo[i] for i in static))
             if key not in checked:

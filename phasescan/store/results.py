@@ -48,7 +48,7 @@ CONFIG = "config.yaml"
 
 # The schema's version: bump it when a column of runs.parquet or history.parquet is added,
 # removed, renamed or changes type (and say so in docs/columns.md).
-SCHEMA_VERSION = 2  # 2: init_scale, dynamics_every, the dynamics columns and learning_phase
+SCHEMA_VERSION = 3  # 2: init_scale, dynamics_every, the dynamics columns and learning_phase; 3: forward
 META_SCHEMA_VERSION = b"phasescan.schema_version"  # Parquet key-value metadata keys
 META_VERSION = b"phasescan.version"
 META_TABLE = b"phasescan.table"  # runs | history
