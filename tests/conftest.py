@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,13 @@ import pytest
 from phasescan.spec.config import compose  # noqa: F401  (tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Tests never write into the user's home: phasescan's caches (compile_cache's default
+# ~/.cache/phasescan: traced and compiled programs, rates.json) go to a home of the test session's
+# own, in process and in every subprocess. pyenv's shims still find their root.
+os.environ.setdefault("PYENV_ROOT", str(Path.home() / ".pyenv"))
+TEST_HOME = Path(tempfile.mkdtemp(prefix="phasescan-tests-home-"))
+os.environ["HOME"] = str(TEST_HOME)
 
 # A tiny but real configuration: every test that trains uses it unless it needs more.
 TINY = ["task.p=11", "model.d_model=16", "train.steps=60", "sweep.seeds=2",
