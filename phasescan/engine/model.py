@@ -106,6 +106,30 @@ class Transformer(nn.Module):
         return h[..., -1, :] @ self.unembed
 
 
+def factored_tables(params, n_heads: int) -> dict:
+    """The per-token tables of a one-layer Transformer (`factored_logits` says why they suffice),
+    each indexed [head, position, token, ...] or [token, ...]."""
+    p = params["params"]
+    layer = p["layer_0"]
+    d = p["embed"].shape[1]
+    d_head = d // n_heads
+    # (n_ctx, vocab, d): every token's residual vector at every position
+    x = p["embed"][None] + p["pos_embed"][:, None]
+    v = jnp.einsum("ivd,hde->hive", x, layer["W_V"])
+    # What the residual stream feeds, the MLP's pre-activation and the logits: a head's value
+    # through W_O into W_in (d_head -> 4d) and into the unembedding (d_head -> vocab).
+    W_O = layer["W_O"].reshape(n_heads, d_head, d)
+    return {
+        "q": jnp.einsum("vd,hde->hve", x[-1], layer["W_Q"]) / math.sqrt(d_head),  # last position
+        "k": jnp.einsum("ivd,hde->hive", x, layer["W_K"]),
+        "pre_last": x[-1] @ layer["W_in"] + layer["b_in"],  # (vocab, 4d)
+        "pre_head": jnp.einsum("hive,hef->hivf", v, W_O @ layer["W_in"]),  # (heads, n_ctx, vocab, 4d)
+        "logit_last": (x[-1] + layer["b_out"]) @ p["unembed"],  # (vocab, vocab)
+        "logit_head": jnp.einsum("hive,hef->hivf", v, W_O @ p["unembed"]),  # (heads, n_ctx, vocab, vocab)
+        "out_unembed": layer["W_out"] @ p["unembed"],  # (4d, vocab)
+    }
+
+
 def factored_logits(params, tokens: jax.Array, attn_rate: jax.Array, n_heads: int,
                     act: str) -> jax.Array:
     """The one-layer Transformer's logits (N, vocab) of tokens (N, n_ctx), through per-token tables.
@@ -116,33 +140,52 @@ def factored_logits(params, tokens: jax.Array, attn_rate: jax.Array, n_heads: in
     (A: the mixed attention pattern, x: the last token's vector), so the MLP's pre-activation
     h @ W_in + b_in and the direct path h @ W_U are sums of the same weights A over tables of width
     4d and vocab; W_out and the unembedding fold into one (4d, vocab) product. Per pair there are
-    left the attention scores, the weighted sums of gathered rows and ReLU(pre) @ (W_out W_U):
-    about 7x fewer FLOPs than the direct forward at p 59, d 128 (docs/benchmarks.md). In exact
-    arithmetic it is the same function; float32 rounds it differently, as another chunk size does.
+    left the attention scores, the weighted sums of table rows and ReLU(pre) @ (W_out W_U). In
+    exact arithmetic it is the same function; float32 rounds it differently, as another chunk
+    size does. Any rows (a minibatch); `factored_grid_logits` is the same for all p^2 pairs.
     """
-    p = params["params"]
-    layer = p["layer_0"]
-    vocab, d = p["embed"].shape
-    n_ctx = p["pos_embed"].shape[0]
-    d_head = d // n_heads
-    # (n_ctx, vocab, d): every token's residual vector at every position
-    x = p["embed"][None] + p["pos_embed"][:, None]
-    q = jnp.einsum("vd,hde->hve", x[-1], layer["W_Q"])  # only the last position's queries are read
-    k = jnp.einsum("ivd,hde->hive", x, layer["W_K"])
-    v = jnp.einsum("ivd,hde->hive", x, layer["W_V"])
-    # Tables of what the residual stream feeds, the MLP's pre-activation and the logits: a head's
-    # value through W_O into W_in (d_head -> 4d) and into the unembedding (d_head -> vocab).
-    W_O = layer["W_O"].reshape(n_heads, d_head, d)
-    pre_last = x[-1] @ layer["W_in"] + layer["b_in"]  # (vocab, 4d)
-    pre_head = jnp.einsum("hive,hef->hivf", v, W_O @ layer["W_in"])  # (heads, n_ctx, vocab, 4d)
-    logit_last = (x[-1] + layer["b_out"]) @ p["unembed"]  # (vocab, vocab)
-    logit_head = jnp.einsum("hive,hef->hivf", v, W_O @ p["unembed"])  # (heads, n_ctx, vocab, vocab)
-    out_unembed = layer["W_out"] @ p["unembed"]  # (4d, vocab)
-
-    positions = jnp.arange(n_ctx)
+    t = factored_tables(params, n_heads)
+    positions = jnp.arange(tokens.shape[-1])
     last = tokens[:, -1]
-    scores = jnp.einsum("hne,hnie->hni", q[:, last], k[:, positions, tokens]) / math.sqrt(d_head)
+    scores = jnp.einsum("hne,hnie->hni", t["q"][:, last], t["k"][:, positions, tokens])
     pattern = attn_rate * jax.nn.softmax(scores, axis=-1) + (1.0 - attn_rate)  # (heads, N, n_ctx)
     mix = lambda table: jnp.einsum("hni,hnif->nf", pattern, table[:, positions, tokens])
-    pre = pre_last[last] + mix(pre_head)
-    return logit_last[last] + mix(logit_head) + ACTIVATIONS[act](pre) @ out_unembed
+    pre = t["pre_last"][last] + mix(t["pre_head"])
+    return t["logit_last"][last] + mix(t["logit_head"]) + ACTIVATIONS[act](pre) @ t["out_unembed"]
+
+
+def factored_grid_logits(params, position_tokens: jax.Array, attn_rate: jax.Array, n_heads: int,
+                         act: str) -> jax.Array:
+    """`factored_logits` of every pair (a, b) at once, as logits (p, p, vocab).
+
+    `position_tokens` (n_ctx, p): the token at position i of the pairs with a (i = 0), b (i = 1)
+    = 0..p-1; later positions hold one token (its row 0 is read). On the grid a table row is
+    broadcast, not gathered: the weighted sums are dense einsums and their gradients are sums
+    over a or b, where gathered rows would need a scatter-add per pair (slow on a CPU).
+    """
+    t = factored_tables(params, n_heads)
+    n_ctx = position_tokens.shape[0]
+    rows = lambda table, i: table[:, i, position_tokens[i]]  # (heads, p, width)
+
+    def on_grid(x, i):
+        """Rows (..., p, width) indexed by position i's operand, as (..., a, b, width)."""
+        return x[..., :, None, :] if i == 0 else x[..., None, :, :] if i == 1 else x[..., :1, None, :]
+
+    def mix(pattern, table):
+        """sum over heads and positions of pattern[h, a, b, i] * table row of position i."""
+        total = 0.0
+        for i in range(n_ctx):
+            r = rows(table, i)
+            spec = "hab,haf->abf" if i == 0 else "hab,hbf->abf" if i == 1 else "hab,hf->abf"
+            total = total + jnp.einsum(spec, pattern[..., i], r if i < 2 else r[:, 0])
+        return total
+
+    last = n_ctx - 1
+    q = on_grid(t["q"][:, position_tokens[last]], last)  # (heads, a|1, b|1, d_head)
+    n_heads, p = q.shape[0], position_tokens.shape[1]
+    scores = jnp.stack([jnp.broadcast_to(jnp.sum(q * on_grid(rows(t["k"], i), i), axis=-1), (n_heads, p, p))
+                        for i in range(n_ctx)], -1)
+    pattern = attn_rate * jax.nn.softmax(scores, axis=-1) + (1.0 - attn_rate)  # (heads, p, p, n_ctx)
+    pre = on_grid(t["pre_last"][position_tokens[last]], last) + mix(pattern, t["pre_head"])
+    return (on_grid(t["logit_last"][position_tokens[last]], last) + mix(pattern, t["logit_head"])
+            + ACTIVATIONS[act](pre) @ t["out_unembed"])

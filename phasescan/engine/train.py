@@ -24,7 +24,7 @@ from . import data, metrics, precision
 from .linear import KINDS as LINEAR_KINDS
 from .linear import LinearModel
 from .loss import LOSSES
-from .model import Transformer, factored_logits
+from .model import Transformer, factored_grid_logits, factored_logits
 
 ADAM_EPS = 1e-8  # PyTorch's AdamW default, which the paper used
 
@@ -99,14 +99,24 @@ class Net(NamedTuple):
     logits_from_vectors: Callable  # (params, token vectors (n_ctx, d)) -> logits (outputs,)
     token_vectors: Callable  # (params, tokens (..., n_ctx)) -> vectors (..., n_ctx, d)
     number_rows: Callable  # params -> embedding rows (p, d) of the numbers 0..p-1 (operand a)
+    # params -> logits (p^2, outputs) of every pair in dataset order, where the model computes them
+    # faster at once than as rows (the factored forward on the grid); None: logits(all tokens)
+    grid_logits: Callable | None = None
 
 
 def transformer_net(spec: Spec, dataset: data.Dataset, attn_rate: jax.Array) -> Net:
     model = Transformer(vocab=dataset.vocab, n_ctx=dataset.n_ctx, d_model=spec.d_model,
                         n_layers=spec.n_layers, n_heads=spec.n_heads, act=spec.act)
     embed = lambda params: params["params"]["embed"]
+    grid_logits = None
     if spec.forward == "factored":
         logits = lambda params, tokens: factored_logits(params, tokens, attn_rate, spec.n_heads, spec.act)
+        numbers, zeros = jnp.arange(spec.p), jnp.zeros(spec.p, jnp.int32)
+        # the token at each position as a function of its operand (a, b; later ones constant)
+        position_tokens = jnp.concatenate([dataset.tokens_of(numbers, zeros)[:, :1].T,
+                                           dataset.tokens_of(zeros, numbers)[:, 1:].T])
+        grid_logits = lambda params: factored_grid_logits(
+            params, position_tokens, attn_rate, spec.n_heads, spec.act).reshape(dataset.n_pairs, -1)
     else:
         logits = lambda params, tokens: model.apply(params, tokens, attn_rate)
     return Net(
@@ -117,6 +127,7 @@ def transformer_net(spec: Spec, dataset: data.Dataset, attn_rate: jax.Array) -> 
             params, vectors, attn_rate, method=Transformer.from_token_vectors),
         token_vectors=lambda params, tokens: embed(params)[tokens],
         number_rows=lambda params: embed(params)[: spec.p],
+        grid_logits=grid_logits,
     )
 
 
@@ -377,7 +388,11 @@ def make_program(spec: Spec, segment: int | None = None, metric_opts: dict | Non
         return TrainState(params, optimizer.init(params), SpikeState.start(), DynamicsState.start())
 
     def advance(state: TrainState, key: jax.Array, hp: HParams, start: jax.Array) -> TrainState:
-        _, (train_idx, test_idx), optimizer = setup(hp)
+        net, (train_idx, test_idx), optimizer = setup(hp)
+        # Full batch through the grid (the factored forward): one forward over every pair gives
+        # the train loss (test pairs weighted 0) and the test accuracy of the same parameters.
+        on_grid = spec.batch_size is None and net.grid_logits is not None
+        is_train = data.indicator(train_idx, dataset.n_pairs) > 0
         train_tokens, train_labels = dataset.tokens[train_idx], dataset.labels[train_idx]
         test_tokens, test_labels = dataset.tokens[test_idx], dataset.labels[test_idx]
 
@@ -402,11 +417,25 @@ def make_program(spec: Spec, segment: int | None = None, metric_opts: dict | Non
                 tokens, labels = tokens[pick], labels[pick]
             return loss_and_correct(spec, dataset, hp.attn_rate, params, tokens, labels)
 
+        def grid_loss_fn(params, step_index):
+            net = build_net(spec, dataset, precision.for_compute(hp.attn_rate, spec.precision))
+            logits = net.grid_logits(precision.for_compute(params, spec.precision))
+            ce = LOSSES[spec.cross_entropy](logits, dataset.labels)
+            right = jnp.argmax(logits, axis=-1) == dataset.labels
+            count = lambda rows: jnp.sum(right & rows, dtype=jnp.int32)
+            test_right = jnp.where(step_index % every == 0, count(~is_train), -1) if has_test else jnp.int32(-1)
+            loss = jnp.sum(jnp.where(is_train, ce, 0.0)) / n_train_pairs
+            return loss, (count(is_train), test_right)
+
         def step(state: TrainState, step_index) -> TrainState:
-            (loss, train_right), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                state.params, jax.random.fold_in(key, step_index))
-            # before the update, with the parameters the loss saw (the authors' order)
-            test_right = test_correct(state.params, step_index)
+            if on_grid:
+                (loss, (train_right, test_right)), grads = jax.value_and_grad(grid_loss_fn, has_aux=True)(
+                    state.params, step_index)
+            else:
+                (loss, train_right), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                    state.params, jax.random.fold_in(key, step_index))
+                # before the update, with the parameters the loss saw (the authors' order)
+                test_right = test_correct(state.params, step_index)
             updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
             return TrainState(optax.apply_updates(state.params, updates), opt_state,
                               state.spikes.update(step_index, loss),
