@@ -79,7 +79,10 @@ def phasescan_command(out_dir: Path, overrides: list[str]) -> list[str]:
 # The PyTorch ways: way name -> (sub-command, its extra arguments).
 TORCH_WAYS = {"torch": ("torch", []), "torch-ensemble": ("torch-ensemble", []),
               "torch-ensemble-compiled": ("torch-ensemble", ["--compile"])}
-WAYS = ("phasescan", *TORCH_WAYS)
+# phasescan's ways: way name -> its extra overrides (phasescan-direct: the direct forward, the
+# authors' computation; phasescan itself runs its default, the factored forward)
+PHASESCAN_WAYS = {"phasescan": [], "phasescan-direct": ["model.forward=direct"]}
+WAYS = (*PHASESCAN_WAYS, *TORCH_WAYS)
 DEFAULT_WAYS = ("phasescan", "torch", "torch-ensemble")
 
 
@@ -117,7 +120,7 @@ def in_process_seconds(way: str, output: Path) -> float:
     """What the way's process timed of its own training and final metrics (compilation apart
     where it says so): phasescan's sweep time (manifest.json wall_s) less its compile_s, or the
     sum of the PyTorch rows' `seconds` (a compiled ensemble's compilation included)."""
-    if way == "phasescan":
+    if way in PHASESCAN_WAYS:
         manifest = json.loads((output / "manifest.json").read_text())
         return manifest["wall_s"] - sum(manifest["compile_s"].values())
     return sum(row["seconds"] for row in json.loads(output.read_text()))
@@ -187,6 +190,21 @@ def compare_models(ps_dir: Path, torch_json: Path, name: str = "torch") -> None:
         fmt = lambda f: ", ".join(f"{x} (gs {g:.2f} di {d:.2f})" for x, g, d in
                                   zip(f["algorithm"], f["grad_sym"], f["dist_irr"]))
         print(f"  {rate:5.3f}  {'phasescan:':<{width + 1}} {fmt(a)}\n         {name + ':':<{width + 1}} {fmt(b)}")
+
+
+def compare_forwards(factored_dir: Path, direct_dir: Path) -> None:
+    """The same models by the two forwards (model.forward): labels equal, metric differences."""
+    import pandas as pd
+    keys = ["attn_rate", "seed"]
+    both = pd.read_parquet(factored_dir / "runs.parquet").merge(
+        pd.read_parquet(direct_dir / "runs.parquet"), on=keys, suffixes=("", "_direct"))
+    same = (both["algorithm"] == both["algorithm_direct"]).sum()
+    print(f"\nphasescan-direct: labels equal to phasescan's (factored) for {same} of {len(both)} models; "
+          + ", ".join(f"max |d {m}| {(both[m] - both[m + '_direct']).abs().max():.3g}"
+                      for m in ("train_loss", "test_acc", "grad_sym", "dist_irr")))
+    for row in both[both["algorithm"] != both["algorithm_direct"]].itertuples():
+        print(f"  attn_rate {row.attn_rate:.3f} seed {row.seed}: {row.algorithm} (gs {row.grad_sym:.3f}) "
+              f"against {row.algorithm_direct} (gs {row.grad_sym_direct:.3f})")
 
 
 def torch_parser(ensemble: bool = False) -> argparse.ArgumentParser:
@@ -317,11 +335,11 @@ def main(argv=None):
         ps_env["XLA_FLAGS"] = " ".join(filter(None, [env.get("XLA_FLAGS"), *flags]))
 
     def output(way: str, i: int) -> Path:  # the folder (phasescan) or rows (PyTorch) of run i
-        return work / (f"phasescan-{i}" if way == "phasescan" else f"{way}-{i}.json")
+        return work / (f"{way}-{i}" if way in PHASESCAN_WAYS else f"{way}-{i}.json")
 
     def command(way: str, i: int) -> tuple[list[str], dict]:
-        if way == "phasescan":
-            overrides = list(args.phasescan_override)
+        if way in PHASESCAN_WAYS:
+            overrides = list(args.phasescan_override) + PHASESCAN_WAYS[way]
             if args.cold_cache:
                 overrides.append(f"compile_cache={work / f'cache-{i}'}")
             return phasescan_command(output(way, i), overrides), ps_env
@@ -331,9 +349,9 @@ def main(argv=None):
         return torch_command(output(way, i), args.torch_arg, way), way_env
 
     for letter, way in zip("ABCDEFGH", ways):
-        shown = (" ".join(phasescan_command(Path("<fresh>"), args.phasescan_override)) if way == "phasescan"
-                 else " ".join(torch_command(Path("<json>"), args.torch_arg, way)))
-        tuned = f"XLA_FLAGS='{ps_env['XLA_FLAGS']}' " if way == "phasescan" and flags else ""
+        shown = (" ".join(phasescan_command(Path("<fresh>"), args.phasescan_override + PHASESCAN_WAYS[way]))
+                 if way in PHASESCAN_WAYS else " ".join(torch_command(Path("<json>"), args.torch_arg, way)))
+        tuned = f"XLA_FLAGS='{ps_env['XLA_FLAGS']}' " if way in PHASESCAN_WAYS and flags else ""
         print(f"{letter} {way}: {tuned}{shown}")
     times = {way: [] for way in ways}
     for i in range(args.warmup + args.runs):
@@ -372,8 +390,10 @@ def main(argv=None):
     print(f"\n{table}")
     if "phasescan" in ways:
         for way in ways:
-            if way != "phasescan":
+            if way in TORCH_WAYS:
                 compare_models(output("phasescan", last), output(way, last), way)
+            elif way == "phasescan-direct":
+                compare_forwards(output("phasescan", last), output(way, last))
     print(f"\noutputs in {work}")
     return {"ways": ways, "times": times, "ratios": ratios, "flops": flops, "peak": peak, "table": table}
 

@@ -47,7 +47,9 @@ from phasescan.spec.config import PRECISIONS, ConfigError, compose
 
 
 def flops_per_step(spec: train.Spec) -> dict[str, float]:
-    """Matmul FLOPs of one model's training step (forward + backward), from the shapes.
+    """Matmul FLOPs of one model's training step (forward + backward), from the shapes, of the
+    direct forward: the work of the authors' computation, the same count for every way timed
+    (model.forward=factored spends fewer: `python -m bench.forwards` gives XLA's count of both).
 
     What the model actually computes: the full batch is the forward pass over the
     floor(train_frac p^2) train pairs, context 2, and the last layer computes only the last

@@ -86,7 +86,8 @@ def main(argv=None) -> int:
             continue
         found = [f"{path}: {problem}" for problem in weights.check(arrays)]
         if not found:
-            memory = memory_problem(Spec.from_run(grid.base_fields(compose()) | weights.shape_fields(arrays)))
+            run = grid.with_forward(grid.base_fields(compose()) | weights.shape_fields(arrays))
+            memory = memory_problem(Spec.from_run(run))
             found += [f"{path}: {memory}"] if memory else []
         problems += found
         loaded[path] = arrays

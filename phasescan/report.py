@@ -16,6 +16,10 @@ Pizza share among the runs labelled Pizza or Clock (the Pizza -> Clock boundary 
 below one half; the Pizza share's row names the class that takes over (`replaced_by`). Last, the device, precision and wall time from the manifest. Swept axes that
 a table puts together (all but `--by` and `--y`) are named first, with their values.
 
+`--stability OTHER_DIR` compares the labels with the same sweep trained again (another chunk
+size, device count or CPU): the share unchanged per cell and width, and the fragile cells, whose
+majority the runs that changed could decide (phasescan/analysis/stability.py).
+
 `--html` writes RESULTS_DIR/report.html instead: one page that needs nothing else (figures as PNG
 data URIs, the style sheet inline, no scripts, no links out) with the phase table, the boundary
 tables, the sweep's figures (drawn afresh from runs.parquet; single-model, history and refinement
@@ -52,11 +56,19 @@ def main(argv=None) -> int:
     parser.add_argument("--settling", action="store_true",
                         help="print when each model's label and metrics stop changing, from the folder's "
                              "history (a sweep run with train.log_every)")
+    parser.add_argument("--stability", type=Path, default=None, metavar="OTHER_DIR",
+                        help="print how many labels change against OTHER_DIR, the same sweep trained "
+                             "again (another chunk size, device count or CPU), per cell, and which cells' "
+                             "majority the changed runs could decide (fragile cells)")
     args = parser.parse_args(argv)
-    if not (args.results_dir / "runs.parquet").exists():
-        print(f"phasescan.report: no runs.parquet in {args.results_dir}", file=sys.stderr)
-        return 2
+    for folder in (args.results_dir, args.stability):
+        if folder is not None and not (folder / "runs.parquet").exists():
+            print(f"phasescan.report: no runs.parquet in {folder}", file=sys.stderr)
+            return 2
     try:
+        if args.stability is not None:
+            print(paper.stability_report(args.results_dir, args.stability))
+            return 0
         if args.paper or args.settling:
             print(paper.compare(args.results_dir) if args.paper else paper.settling_report(args.results_dir))
             return 0

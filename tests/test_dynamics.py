@@ -304,8 +304,10 @@ def test_init_scale_multiplies_every_weight_and_no_bias():
 
 # Recorded from today's main (commit 38167c9, before init_scale and the dynamics) with
 # jax/jaxlib 0.10.2 on CPU: the run_ids, the sweep identity and training's numbers of
-# GOLDEN (float.hex of the float32 values).
-GOLDEN = ["task.p=11", "model.d_model=16", "train.steps=60", "sweep.seeds=1",
+# GOLDEN (float.hex of the float32 values), of the direct forward (model.forward=factored, added
+# later, rounds differently). Bit for bit on that CPU; on another, a reduction may round its last
+# bit differently (seen: dist_irr, 1 ulp on an Intel Xeon with AMX): 2 ulp allowed.
+GOLDEN = ["task.p=11", "model.d_model=16", "model.forward=direct", "train.steps=60", "sweep.seeds=1",
           "sweep.axes.attn_rate=[0.0,1.0]", "plot=false", "metrics.grad_sym_triples=50"]
 MAIN = {
     "run_ids": ["f97c3b57b3a8", "46fd2a1f21b2"], "identity": "40def9b6a25412f5",
@@ -327,7 +329,8 @@ def test_init_scale_one_is_todays_main():
     assert sweep_identity(runs, cfg) == MAIN["identity"]
     got = run_chunk(compile_chunk(Spec.from_run(runs[0]), 2, cfg["metrics"]), runs, 2)
     for name in ("train_loss", "test_loss", "grad_sym", "dist_irr", "circularity", "param_norm"):
-        assert [float(x).hex() for x in got[name]] == MAIN[name], name
+        main = np.array([float.fromhex(x) for x in MAIN[name]], np.float32)
+        np.testing.assert_array_max_ulp(np.asarray(got[name], np.float32), main, maxulp=2)
     # swept, the default keeps today's ids and another value makes new ones; the fast path of
     # grid.RunIds and run_id agree
     swept = grid.expand(compose(*GOLDEN, "sweep.axes.init_scale=[1.0,0.5]"))

@@ -1,6 +1,7 @@
 """Figures and the text phase table: drawn from a real tiny sweep and from synthetic tables."""
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import TINY, compose, run_cli
 from matplotlib.image import imread
 from matplotlib.patches import Rectangle
@@ -121,33 +122,41 @@ def test_inspection_picks_the_most_clock_and_pizza_like_runs(tmp_path):
     assert inspection.pick_runs(frame, saved_only=True, out_dir=tmp_path) == []  # no weights here
 
 
-def test_models_whose_weights_were_not_kept_are_trained_again_identically(tmp_path, capsys):
-    """Inspection needs weights; a run whose weights the sweep did not keep is trained again
-    (its bucket's missing runs together, with a progress line) and comes out as the kept ones."""
+def test_models_whose_weights_were_not_kept_are_trained_again_with_their_chunk_bit_for_bit(tmp_path, capsys):
+    """load_model of a row whose weights the sweep did not keep (and the inspection figures and
+    evaluate, through retrain.load_or_retrain) trains it again with its chunk-mates, in a program
+    of the sweep's size (a line says so): on the same CPU the kept model bit for bit, its metrics
+    the row's and its label the row's; kept in weights/retrained/ so it happens once."""
+    import shutil
+
+    import phasescan
     from phasescan.runner import retrain
+    from phasescan.runner.evaluate import evaluate_arrays
     from phasescan.runner.sweep import run_sweep
-    from phasescan.spec import grid
 
     out = tmp_path / "sweep"
-    cfg = compose(*TINY, "save_weights=all")
-    frame = run_sweep(cfg, out)
-    rows = [grid.run_from_row(row) for _, row in frame.iterrows()]
-    kept = retrain.load_or_retrain(out, rows, cfg["metrics"])
+    frame = run_sweep(compose(*TINY, "save_weights=all", "sweep.chunk_size=2"), out)  # 4 runs, 2 chunks
+    ids = list(frame["run_id"])
+    kept = retrain.load_or_retrain(out, ids)
     assert "training" not in capsys.readouterr().err  # all kept: nothing trained
-    again = retrain.load_or_retrain(tmp_path / "no-weights-here", rows, cfg["metrics"])
-    assert f"training {len(rows)} model(s) again" in capsys.readouterr().err
-    for saved, retrained in zip(kept, again):
-        assert saved.keys() == retrained.keys()
-        for name in saved:
-            if saved[name].dtype.kind == "f":
-                np.testing.assert_allclose(retrained[name], saved[name], rtol=1e-5, atol=1e-6, err_msg=name)
-            else:
-                assert np.array_equal(retrained[name], saved[name]), name
-    # kept apart from the sweep's own weights, so the next figure does not train again
-    assert sorted(p.stem for p in (tmp_path / "no-weights-here" / "weights" / "retrained").glob("*.npz")) \
-        == sorted(r["run_id"] for r in rows)
-    retrain.load_or_retrain(tmp_path / "no-weights-here", rows, cfg["metrics"])
+    bare = tmp_path / "without-weights"
+    shutil.copytree(out, bare, ignore=shutil.ignore_patterns("weights"))
+    assert retrain.chunk_plan(bare, ids[1]).size == 2
+    model = phasescan.load_model(bare, run_id=ids[1][:6])  # one run: its chunk (ids 0 and 1) trains
+    assert "training 2 again in their 1 chunk(s) as the sweep did" in capsys.readouterr().err
+    assert kept[1].keys() == model.arrays.keys()
+    for name in kept[1]:
+        assert np.array_equal(model.arrays[name], kept[1][name]), name
+    row, measured = frame.iloc[1], evaluate_arrays(model.arrays, ["metrics.grad_sym_triples=50"])  # TINY's
+    assert measured["algorithm"] == row["algorithm"]
+    for name in ("train_loss", "test_acc", "grad_sym", "dist_irr", "circularity", "param_norm"):
+        assert measured[name] == pytest.approx(row[name], rel=1e-6, abs=1e-6), name
+    # its chunk-mate came for free; kept apart from the sweep's own weights: no second training
+    assert sorted(p.stem for p in (bare / "weights" / "retrained").glob("*.npz")) == sorted(ids[:2])
+    retrain.load_or_retrain(bare, ids[:2])
     assert "training" not in capsys.readouterr().err
+    saved = phasescan.load_model(model.save(tmp_path / "opened.npz"))  # LoadedModel.save: the .npz layout
+    assert all(np.array_equal(saved.arrays[name], kept[1][name]) for name in kept[1])
 
 
 # ---------------------------------------------------------------- figure details

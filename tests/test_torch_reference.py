@@ -28,14 +28,15 @@ def model(attn_rate=0.5, seed=0, last_only=False):
     return ref.Transformer(P, D, attn_rate, torch.Generator().manual_seed(seed), last_only=last_only)
 
 
-def jax_side(m: ref.Transformer):
+def jax_side(m: ref.Transformer, forward: str = "direct"):
     """The same weights as phasescan's network: (spec, dataset, net, params)."""
     arrays = ref.to_interchange(m, seed=0)
     assert weights.check(arrays) == []
     spec = train.Spec.from_run({"p": P, "train_frac": 0.8, "d_model": D, "n_layers": 1, "n_heads": 4,
                                 "act": "relu", "steps": 1, "batch_size": None, "kind": "transformer",
                                 "op": "add", "input_format": "ab", "precision": "float32",
-                                "cross_entropy": "accurate", "log_every": None, "dynamics_every": 1})
+                                "cross_entropy": "accurate", "log_every": None, "dynamics_every": 1,
+                                "forward": forward})
     dataset = data.Dataset(P)
     net = train.build_net(spec, dataset, jnp.float32(m.attn_rate))
     return spec, dataset, net, weights.to_params(arrays)
@@ -81,10 +82,11 @@ def test_loss_falls_and_the_log_has_every_step():
     assert 0 <= rows["train_acc"] <= 1 and -1 <= rows["grad_sym"] <= 1 and rows["circularity"] <= 1
 
 
+@pytest.mark.parametrize("forward", ["direct", "factored"])
 @pytest.mark.parametrize("attn_rate", [0.0, 0.7])
-def test_same_weights_same_logits_as_phasescan(attn_rate):
+def test_same_weights_same_logits_as_phasescan(attn_rate, forward):
     m = model(attn_rate)
-    _, dataset, net, params = jax_side(m)
+    _, dataset, net, params = jax_side(m, forward)
     tokens, _ = ref.dataset(P)
     np.testing.assert_allclose(np.asarray(net.logits(params, dataset.tokens)),
                                m(tokens).detach().numpy(), rtol=1e-4, atol=1e-5)

@@ -110,6 +110,8 @@ def transformer_net(spec: Spec, dataset: data.Dataset, attn_rate: jax.Array) -> 
     embed = lambda params: params["params"]["embed"]
     grid_logits = None
     if spec.forward == "factored":
+        if spec.n_layers != 1:  # grid.with_forward runs deeper models direct; never a wrong logit
+            raise ValueError(f"the factored forward is one-layer only (n_layers={spec.n_layers})")
         logits = lambda params, tokens: factored_logits(params, tokens, attn_rate, spec.n_heads, spec.act)
         numbers, zeros = jnp.arange(spec.p), jnp.zeros(spec.p, jnp.int32)
         # the token at each position as a function of its operand (a, b; later ones constant)

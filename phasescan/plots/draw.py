@@ -120,7 +120,7 @@ def draw(results_dir, x: str = "attn_rate", y: str = "d_model", formats=("png",)
             print(f"phasescan: run {row['run_id']} diverged: no inspection figure", file=sys.stderr)
         rows = [r for r in rows if not r["diverged"]]
         chosen = [grid.run_from_row(row) for row in rows]
-        for row, run, arrays in zip(rows, chosen, retrain.load_or_retrain(out_dir, chosen, metric_opts)):
+        for row, run, arrays in zip(rows, chosen, retrain.load_or_retrain(out_dir, [run["run_id"] for run in chosen])):
             freqs = list(row["circle_freqs"]) if "circle_freqs" in row else []
             d = inspection_data(arrays, run, metric_opts, freqs)
             paths += save(inspection(row, d), folder, f"inspect_{row['run_id']}", formats)

@@ -34,6 +34,11 @@ REFERENCE_BOUNDARY = [  # (smallest width, largest width, what the paper reports
     (256, 512, "Pizza almost to 1", 1.0),
 ]
 REFERENCE_TRANSITION = (0.5, 0.7)  # fixed width d = 128: "the transition sits between alpha 0.5 and 0.7"
+# What that sentence describes is where grad_sym *begins* to fall. The boundary the authors' own
+# fixed-width table allows (it has grad_sym, not phasescan's circles): labelled by grad_sym alone,
+# the Pizza share among Pizza-or-Clock runs crosses 1/2 near this rate (clock-pizza.md).
+GRAD_SYM_RULE = {"pizza_min_grad_sym": 0.9, "clock_max_grad_sym": 0.8, "min_test_acc": 0.9}
+REFERENCE_GRAD_SYM_CROSSING = 0.70
 REFERENCE_BINS = {  # attention-rate bins -> (median grad_sym, median dist_irr_top_wrong), d = 128, circular runs
     "<= 0.4": ("~0.99", "~0.2-0.25"),
     "0.9-1": ("~0.45", "~0.83"),
@@ -94,16 +99,31 @@ def convergence(runs: pd.DataFrame, by: str | None = "d_model") -> pd.DataFrame:
     return pd.DataFrame(rows + [facts(runs, "all")])
 
 
+def grad_sym_labels(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` labelled by grad_sym alone (GRAD_SYM_RULE: the rule the authors' tables allow):
+    pizza, clock, or `neither` (in between, or test accuracy below the rule's)."""
+    rule = GRAD_SYM_RULE
+    learned = runs["test_acc"] >= rule["min_test_acc"]
+    label = np.where(learned & (runs["grad_sym"] >= rule["pizza_min_grad_sym"]), "pizza",
+                     np.where(learned & (runs["grad_sym"] <= rule["clock_max_grad_sym"]), "clock", "neither"))
+    return runs.assign(algorithm=label)
+
+
 def boundaries(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Per width: the Pizza share crossing of all runs (and what takes over), the Pizza -> Clock
-    boundary among Pizza and Clock runs with its interval, and the reference's."""
+    boundary among Pizza and Clock runs with its interval, the same by grad_sym alone
+    (grad_sym_labels), and the reference's."""
     table = boundary.estimate(runs, "attn_rate", "d_model", "pizza", n_boot, seed, against="clock")
+    by_grad_sym = boundary.estimate(grad_sym_labels(runs), "attn_rate", "d_model", "pizza", n_boot, seed,
+                                    against="clock")
     out = pd.DataFrame({
         "d_model": table["d_model"],
         "pizza share < 1/2 at": table["boundary"], "taken over by": table["replaced_by"],
         "pizza -> clock": table["against_boundary"], "95% lo": table["against_lo"],
         "95% hi": table["against_hi"], "status": table["against_status"],
         "pizza+clock runs per cell": table["against_runs"],
+        "by grad_sym alone": by_grad_sym["against_boundary"], "gs 95% lo": by_grad_sym["against_lo"],
+        "gs 95% hi": by_grad_sym["against_hi"], "gs status": by_grad_sym["against_status"],
         "reference": [reference_boundary(int(d)) for d in table["d_model"]]})
     return out
 
@@ -178,7 +198,24 @@ def verdicts(runs: pd.DataFrame, bounds: pd.DataFrame, slope: dict) -> list[str]
         second = (f"not resolvable with this many seeds: slope {s:+.3f} per doubling of width, "
                   f"95% interval [{slo:+.3f}, {shi:+.3f}] contains 0")
     return [f"1. The attention-rate transition: {present}; its location {first}.",
-            f"2. Wider models stay Pizza to higher rates: {second}."]
+            f"2. Wider models stay Pizza to higher rates: {second}.",
+            f"3. {grad_sym_verdict(row, near)}"]
+
+
+def grad_sym_verdict(row: pd.Series, width: int) -> str:
+    """The boundary by grad_sym alone against the authors' table by the same rule (d = 128, or
+    the width nearest it): reproduced when the 95% interval holds the reference's 0.70."""
+    at, lo, hi = row["by grad_sym alone"], row["gs 95% lo"], row["gs 95% hi"]
+    said = (f"The boundary by grad_sym alone (Pizza >= {GRAD_SYM_RULE['pizza_min_grad_sym']}, Clock <= "
+            f"{GRAD_SYM_RULE['clock_max_grad_sym']}, test accuracy >= {GRAD_SYM_RULE['min_test_acc']}: "
+            f"the estimator the authors' table allows, which crosses 1/2 near {REFERENCE_GRAD_SYM_CROSSING:.2f}; "
+            f"the paper's 'between 0.5 and 0.7' is where grad_sym begins to fall)")
+    if row["gs status"] != "crossing":
+        return f"{said}: not reproduced: at d = {width} no crossing ({row['gs status']})."
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{said}: not resolvable: at d = {width} {at:.2f}, its interval not estimable."
+    verdict = "reproduced" if lo <= REFERENCE_GRAD_SYM_CROSSING <= hi else "not reproduced"
+    return f"{said}: {verdict}: at d = {width} {at:.2f} [{lo:.2f}, {hi:.2f}]."
 
 
 def needed(runs: pd.DataFrame, slope: dict, manifest: dict | None) -> str:
@@ -271,3 +308,29 @@ def settling_report(out_dir: Path, candidates=None) -> str:
         "**Settling steps per width** (median, max over runs):\n", _md(summary) + "\n",
         "**Runs whose label at N steps differs from their label at the last step:**\n", _md(changed) + "\n",
         "**Every run:**\n", _md(runs[[c for c in keep if c in runs]]) + "\n"])
+
+
+def stability_report(out_dir: Path, other_dir: Path) -> str:
+    """The labels of a sweep against the same sweep trained again (analysis.stability)."""
+    from ..analysis import stability
+    from ..analysis.table import swept_axes
+
+    runs, other = results.load(Path(out_dir)), results.load(Path(other_dir))
+    cell = [a for a in swept_axes(runs) if a != "seed"] or ["p"]
+    cells = stability.compare(runs, other, cell)
+    changed = stability.changed_runs(runs, other, cell)
+    n, n_changed = int(cells["runs"].sum()), int(cells["changed"].sum())
+    fragile = cells[cells["fragile"]]
+    lines = [f"{n} runs in both folders ({out_dir} and {other_dir}); {n - n_changed} "
+             f"({(n - n_changed) / n:.1%}) keep their label, {n_changed} change. A cell is fragile when "
+             f"the runs that changed could decide its majority (analysis/stability.py).\n",
+             f"**Fragile cells:** {len(fragile)} of {len(cells)}.\n"]
+    if "d_model" in cell and len(cell) > 1:
+        width = cells.groupby("d_model").apply(
+            lambda g: pd.Series({"runs": g["runs"].sum(), "unchanged share": 1 - g["changed"].sum() / g["runs"].sum(),
+                                 "fragile cells": int(g["fragile"].sum())}), include_groups=False).reset_index()
+        lines += ["**Per width:**\n", _md(width) + "\n"]
+    lines += ["**Per cell:**\n", _md(cells) + "\n"]
+    if len(changed):
+        lines += ["**Runs whose label changed:**\n", _md(changed) + "\n"]
+    return "\n".join(lines)

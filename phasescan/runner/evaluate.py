@@ -32,7 +32,7 @@ def json_value(v):
 def evaluate_arrays(arrays: dict, overrides=()) -> dict:
     """Metrics and label of one model given as an interchange dict."""
     cfg = compose(*overrides)
-    run = grid.base_fields(cfg) | weights.shape_fields(arrays)
+    run = grid.with_forward(grid.base_fields(cfg) | weights.shape_fields(arrays))
     spec = Spec.from_run(run)
     opts = cfg["metrics"]
     dataset = data.Dataset(spec.p, spec.op, spec.input_format)

@@ -37,7 +37,8 @@ class LoadedModel:
             raise ConfigError([where + problem for problem in problems])
         self.arrays = arrays  # the interchange arrays, as read
         self.path = path
-        self.run = default_fields() | weights.shape_fields(arrays)
+        # the direct forward: the reference, and the one activations() writes out step by step
+        self.run = default_fields() | weights.shape_fields(arrays) | {"forward": "direct"}
         self.spec = Spec.from_run(self.run)
         self.dataset = data.Dataset(self.spec.p, self.spec.op, self.spec.input_format)
         self.params = jax.tree_util.tree_map(jnp.asarray, weights.to_params(arrays))
@@ -129,6 +130,12 @@ class LoadedModel:
 
         return to_hooked_transformer(self.arrays, self.config, device=device)
 
+    def save(self, path) -> Path:
+        """Write the model as a weights .npz (docs/weights-format.md); returns the path."""
+        path = Path(path)
+        weights.save(path, self.arrays)
+        return path
+
     def _rate(self) -> jax.Array:
         return jnp.float32(self.arrays["attn_rate"])
 
@@ -210,6 +217,10 @@ def load_model(path_or_folder, run_id: str | None = None) -> LoadedModel:
     the choices."""
     path = Path(path_or_folder)
     if path.is_dir():
+        unkept = row_without_weights(path, run_id)
+        if unkept is not None:  # trained again with its chunk, as its sweep trained it
+            from .retrain import load_or_retrain, retrained_path
+            return LoadedModel(load_or_retrain(path, [unkept])[0], retrained_path(path, unkept))
         path = file_in_folder(path, run_id)
     elif not path.exists():
         raise ConfigError(f"{path}: no such file or folder (expected a weights .npz or a results folder)")
@@ -247,6 +258,20 @@ def file_in_folder(folder: Path, run_id: str | None) -> Path:
                           f"start with it: {choices(folder, matches)}")
     raise ConfigError(f"run_id={run_id!r}: {unknown_reason(folder, run_id)}; the kept models of "
                       f"{folder}: {choices(folder, kept)}")
+
+
+def row_without_weights(folder: Path, run_id: str | None) -> str | None:
+    """The run_id of the one row of a sweep folder that run_id (a prefix) names, when the sweep
+    did not keep its weights (None: no such row, several, or its weights are kept)."""
+    if run_id is None or not (folder / results.CONFIG).is_file():
+        return None
+    table = runs_table(folder)
+    if table is None or "run_id" not in table:
+        return None
+    matches = [i for i in table["run_id"].astype(str) if i.startswith(str(run_id))]
+    if len(matches) != 1 or weights.path_of(folder, matches[0]).is_file():
+        return None
+    return matches[0]
 
 
 def unknown_reason(folder: Path, run_id: str) -> str:

@@ -384,7 +384,11 @@ def record_sweep(plan: Plan, out_dir: Path, manifest: dict) -> pd.DataFrame:
     cfg, runs, devices = plan.cfg, list(plan.runs), list(plan.devices)
     done_ids = done_run_ids(out_dir)
     todo = [r for r in runs if r["run_id"] not in done_ids]
-    manifest.update(results.environment(), sweep=cfg["sweep"].get("name"), n_runs=len(runs),
+    # every CPU that trained part of the folder: a study resumed on another CPU is bit for bit
+    # on none of them (results.cpu_model)
+    cpus = list(dict.fromkeys(manifest.get("cpus", [manifest["cpu"]] if "cpu" in manifest else [])
+                              + [results.cpu_model()]))
+    manifest.update(results.environment(), sweep=cfg["sweep"].get("name"), n_runs=len(runs), cpus=cpus,
                     devices_used=len(devices),
                     # the sweep's own runs (refinement adds its own): chunks of others are skipped
                     run_ids=sorted(set(manifest.get("run_ids", [])) | {r["run_id"] for r in runs}),

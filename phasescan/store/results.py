@@ -446,8 +446,25 @@ def environment() -> dict:
         "device_kind": devices[0].device_kind,
         "device_count": len(devices),
         "host": platform.node(),
+        "cpu": cpu_model(),
         "git_commit": git_commit(),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name: another CPU rounds float32 matmuls differently (vector width, XLA's
+    kernels), and thousands of steps amplify that, so a study is bit for bit only on its own."""
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if ":" in line)
+        info = {key.strip(): value.strip() for key, value in info.items()}
+        vector = [flag for flag in VECTOR_FLAGS if flag in info.get("flags", "").split()]
+        return f"{info.get('model name', platform.machine())} ({' '.join(vector) or 'no avx'})"
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")  # what XLA's CPU kernels use
 
 
 def write_manifest(out_dir: Path, manifest: dict) -> None:
