@@ -257,21 +257,36 @@ class StopRequest:
 
 @contextlib.contextmanager
 def stop_on_signals():
-    """A StopRequest installed for SIGINT and SIGTERM while the sweep runs (main thread only)."""
+    """A StopRequest installed for SIGINT and SIGTERM while the sweep runs (main thread only),
+    and for SIGUSR2 when a Python handler already has it: submitit's, in a SLURM job (the time
+    limit nears, or a preemption). That one is called once the state is saved, and checkpoints
+    the job and requeues it; the requeued job resumes from the saved state."""
     request = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield request
         return
-    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stops = [signal.SIGINT, signal.SIGTERM]
+    if callable(signal.getsignal(signal.SIGUSR2)):
+        stops.append(signal.SIGUSR2)
+    previous = {sig: signal.signal(sig, request) for sig in stops}
+
+    def restore():
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     try:
         # A signal the command line's start-up handler remembered (__main__.StartUpSignal):
         # honoured before anything trains.
         if any(getattr(handler, "fired", None) for handler in previous.values()):
             raise Interrupted("stopped before training")
         yield request
+    except Interrupted as stop:
+        restore()  # first: the SIGTERM that a requeue brings goes to submitit's handler
+        if request.signal == signal.SIGUSR2.name:
+            log.warning("%s; SIGUSR2 passed on to the job's handler (submitit: checkpoint, requeue)", stop)
+            previous[signal.SIGUSR2](signal.SIGUSR2, None)
+        raise
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        restore()
 
 
 class Segments:
