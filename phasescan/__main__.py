@@ -50,7 +50,7 @@ def hydra_dir(cfg: dict) -> Path | None:
     return None
 
 
-@hydra.main(version_base=None, config_path="conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

@@ -436,7 +436,7 @@ def compose(*overrides: str) -> dict:
 
     running = Singleton._instances.pop(GlobalHydra, None)  # the app's, when called from inside it
     try:
-        with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR)):
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
             return OmegaConf.to_container(hydra_compose("config", overrides=list(overrides)), resolve=True)
     finally:
         if running is not None:
