@@ -27,7 +27,8 @@ class SlurmLauncher(SubmititSlurmLauncher):
             problems = [problem for overrides in job_overrides
                         if (problem := self.memory_problem(list(overrides))) is not None]
         except ConfigError as error:  # a bad job config: said now, not by every job
-            fail(error)
+            fail(ConfigError([*error.problems, "(each job planned as SLURM would run it, with "
+                              f"hydra.launcher.mem_gb={self.params.get('mem_gb')} of memory)"]))
         if problems:
             fail(ConfigError(problems))
         return super().launch(job_overrides, initial_job_idx)

@@ -63,17 +63,16 @@ def memory_problem(spec: Spec) -> str | None:
 
 
 def device_memory_budget() -> int:
-    """Bytes the chunk may use: 60% of the accelerator's memory, or 25% of host RAM on CPU; in a
-    SLURM job that asked for memory (--mem, SLURM_MEM_PER_NODE in MiB), 25% of that, all the
-    job may use however large the node."""
+    """Bytes the chunk may use: 60% of the accelerator's memory, or 25% of host RAM on CPU (the
+    machine's other processes need theirs); in a SLURM job that asked for memory (--mem:
+    SLURM_MEM_PER_NODE, MiB), 60% of that, the job's own however large the node."""
     stats = jax.devices()[0].memory_stats() or {}
     if "bytes_limit" in stats:
         return int(0.6 * stats["bytes_limit"])
-    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     allocated = os.environ.get("SLURM_MEM_PER_NODE", "")
     if allocated.isdigit():
-        host = min(host, int(allocated) * 2**20)
-    return int(0.25 * host)
+        return int(0.6 * int(allocated) * 2**20)
+    return int(0.25 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def chunk_size_for(spec: Spec, n_runs: int, requested, max_auto: int, n_devices: int = 1) -> int:
