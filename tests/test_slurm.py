@@ -85,7 +85,7 @@ def states(name: str) -> list[tuple[str, str]]:
     """(job id, state) of every run of the jobs named `name`, from accounting (sacct), a requeued
     job's earlier runs included."""
     lines = slurm("sacct", "-D", "-X", "-n", "-P", "--name", name, "-o", "JobID,State").splitlines()
-    return [tuple(line.split("|")[:2]) for line in lines]
+    return [(job, state.split()[0]) for job, state in (line.split("|")[:2] for line in lines)]  # "CANCELLED by 0"
 
 
 def wait(proc: subprocess.Popen, name: str, seconds: float, every=None) -> str:
@@ -143,6 +143,7 @@ def test_a_shard_cancelled_is_named_by_merge_and_the_same_command_finishes_it(tm
         assert cancelled and proc.returncode != 0, out[-3000:]
         refused = merge(sweep_dir)
         assert refused.returncode != 0 and "shard 1 of 2" in refused.stderr, refused.stderr
+        print(refused.stderr)  # what merge says of the cancelled shard (pytest -s shows it)
         assert not (sweep_dir / "runs.parquet").exists()
         assert dict(states(name))[cancelled[0]] == "CANCELLED"
         again = launch(sweep_dir, name, *command)

@@ -106,6 +106,9 @@ AccountingStoragePass=$MUNGE_SOCKET
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
+# A job that names no memory gets this much per CPU, not the whole node (which would run the
+# shards of an array one at a time).
+DefMemPerCPU=2048
 MpiDefault=none
 ReturnToService=2
 $node State=UNKNOWN
