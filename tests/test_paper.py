@@ -52,8 +52,10 @@ def test_verdicts_follow_their_rules():
     bounds = paper.boundaries(rising, n_boot=100)
     slope = paper.width_slope(rising, n_boot=100)
     assert 0.09 < slope["slope"] < 0.11 and slope["lo"] > 0  # +0.1 per doubling, seeds agree
-    first, second = paper.verdicts(rising, bounds, slope)
+    first, second, third = paper.verdicts(rising, bounds, slope)
     assert "reproduced" in first and "0.6" in first and second.split(": ")[1].startswith("reproduced")
+    # the same crossing by grad_sym alone, against the authors' table's 0.70 by that rule
+    assert third.endswith("not reproduced: at d = 128 0.65 [0.65, 0.65].")
     falling = study({32: 0.95, 64: 0.35, 128: 0.65, 256: 0.25})
     slope = paper.width_slope(falling, n_boot=100)
     assert slope["hi"] < 0

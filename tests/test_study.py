@@ -55,8 +55,10 @@ def test_one_cell_of_the_committed_study_trains_again_to_its_rows(tmp_path):
 
 
 def on_its_cpu(study) -> bool:
-    """Whether this CPU is the one that trained the study (older manifests do not say: no)."""
-    return json.loads((study / "manifest.json").read_text()).get("cpu") == results.cpu_model()
+    """Whether this CPU is the one, and the only one, that trained the study (older manifests do
+    not say: no)."""
+    manifest = json.loads((study / "manifest.json").read_text())
+    return manifest.get("cpus", [manifest.get("cpu")]) == [results.cpu_model()]
 
 
 def assert_reproduced(again, committed, exact: bool) -> None:
