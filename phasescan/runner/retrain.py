@@ -58,7 +58,7 @@ def chunk_plan(out_dir: Path, run_id: str) -> ChunkPlan:
             if sorted(ids) != sorted(planned):
                 caveats.append(f"its chunk held {len(ids)} of the {len(planned)} runs the plan gives "
                                "(a chunk split after running out of memory, or refined): trained with those")
-                size = max(len(ids), size) if len(ids) > size else len(ids)
+                size = len(ids)  # a split chunk was compiled at its own size
             break
     if devices > jax.local_device_count():
         caveats.append(f"the sweep split its chunks over {devices} devices, this process has "
