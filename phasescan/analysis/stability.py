@@ -23,10 +23,15 @@ def majority(labels: pd.Series) -> tuple[str, int]:
     return str(counts.index[0]), lead
 
 
+def paired(runs: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
+    """The runs of both tables, each with its label in the other as `algorithm_other`."""
+    return runs.merge(other[list(KEYS)], on="run_id", suffixes=("", "_other"))
+
+
 def compare(runs: pd.DataFrame, other: pd.DataFrame, cell: list[str]) -> pd.DataFrame:
     """One row per cell: runs in both, runs whose label changed, the share unchanged, the majority
     of each and its lead, and whether the cell is fragile. The run_ids must be the same sweep's."""
-    both = runs.merge(other[list(KEYS)], on="run_id", suffixes=("", "_other"))
+    both = paired(runs, other)
     if both.empty:
         raise ConfigError("the two folders have no run_id in common: not the same sweep "
                           "(compare a sweep with itself trained again, e.g. another sweep.chunk_size)")
@@ -45,6 +50,6 @@ def compare(runs: pd.DataFrame, other: pd.DataFrame, cell: list[str]) -> pd.Data
 
 def changed_runs(runs: pd.DataFrame, other: pd.DataFrame, cell: list[str]) -> pd.DataFrame:
     """The runs whose label differs, with both labels."""
-    both = runs.merge(other[list(KEYS)], on="run_id", suffixes=("", "_other"))
+    both = paired(runs, other)
     keep = ["run_id", *cell, "seed", "algorithm", "algorithm_other"]
     return both.loc[both["algorithm"] != both["algorithm_other"], [c for c in keep if c in both]]
