@@ -2,16 +2,18 @@
 OTHER_DIR`): the same sweep's labels trained twice, compared run by run and cell by cell."""
 import pandas as pd
 import pytest
+from matplotlib.patches import Rectangle
 
 from phasescan import report
 from phasescan.analysis import stability
+from phasescan.plots import diagrams
 from phasescan.spec.config import ConfigError
 
 
 def frame(labels: dict) -> pd.DataFrame:
     """runs of cells {(d_model, attn_rate): [label per seed]}, run_ids from the cell and seed."""
     return pd.DataFrame([{"run_id": f"{d}-{rate}-{seed}", "d_model": d, "attn_rate": rate, "seed": seed,
-                          "algorithm": label}
+                          "algorithm": label, "grad_sym": 0.5, "dist_irr": 0.5}
                          for (d, rate), cell in labels.items() for seed, label in enumerate(cell)])
 
 
@@ -50,5 +52,41 @@ def test_the_report_prints_the_shares_and_the_changed_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "16 runs in both folders" in out and "13 (81.2%) keep their label, 3 change" in out
     assert "**Fragile cells:** 1 of 4." in out and "| 16-1.0-1 | 16 | 1 | 1 | clock | pizza |" in out
+    assert f"Recorded in {tmp_path / 'a' / stability.STABILITY}" in out
     assert report.main([str(tmp_path / "a"), "--stability", str(tmp_path / "nowhere")]) == 2
     assert "no runs.parquet in" in capsys.readouterr().err
+
+
+def test_recorded_comparisons_give_the_fragile_cells_of_any_axes(tmp_path):
+    runs, cell = frame(A), ["d_model", "attn_rate"]
+    assert stability.fragile_cells(runs, tmp_path, cell) is None  # nothing compared: unknown, not "none"
+    stability.record(tmp_path, "b", runs, frame(B))
+    stability.record(tmp_path, "b", runs, frame(B))  # the same comparison again replaces its rows
+    assert len(pd.read_parquet(tmp_path / stability.STABILITY)) == len(runs)
+    assert stability.fragile_cells(runs, tmp_path, cell).values.tolist() == [[16, 1.0]]
+    # a second training (another folder) is kept beside the first: a cell fragile in either is
+    c = {**A, (32, 0.0): ["pizza", "clock", "clock", "clock"]}
+    stability.record(tmp_path, "c", runs, frame(c))
+    assert sorted(stability.fragile_cells(runs, tmp_path, cell).values.tolist()) == [[16, 1.0], [32, 0.0]]
+    # a diagram that pools the widths has cells of 8 runs: leads of 4 and 6, against 2 changed runs
+    assert stability.fragile_cells(runs, tmp_path, ["attn_rate"]).empty
+
+
+def outlines(fig) -> list[Rectangle]:
+    return [r for ax in fig.axes for r in ax.patches
+            if isinstance(r, Rectangle) and r.get_linestyle() == "--" and r.get_edgecolor()[3] > 0]
+
+
+def test_the_phase_diagram_outlines_the_fragile_cells():
+    runs = frame(A)
+    fragile = stability.compare(runs, frame(B), ["attn_rate", "d_model"]).query("fragile")[["attn_rate", "d_model"]]
+    fig = diagrams.phase_diagram(runs, "attn_rate", "d_model", [], None, fragile=fragile)
+    (outline,) = outlines(fig)
+    assert outline.get_xy() == pytest.approx((1 - 0.46, 0 - 0.46))  # column attn_rate 1.0, row d_model 16
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("fragile" in t and "1 of 4 cells" in t for t in texts), texts
+    assert not outlines(diagrams.phase_diagram(runs, "attn_rate", "d_model", [], None))
+    one_width = runs[runs["d_model"] == 16]  # one y value: the bars of the fragile rate are outlined
+    fig = diagrams.phase_diagram(one_width, "attn_rate", "d_model", [], None,
+                                 fragile=fragile[fragile["d_model"] == 16])
+    assert len(outlines(fig)) == 1 and outlines(fig)[0].get_x() == pytest.approx(1 - 0.46)

@@ -47,9 +47,11 @@ def grid_position(ticks: np.ndarray, value: float) -> float:
 # ---------------------------------------------------------------- phase diagram and heat maps
 
 def phase_diagram(frame: pd.DataFrame, x: str, y: str, pooled: list[str], bounds: pd.DataFrame | None,
-                  label_column: str = "algorithm") -> Figure:
+                  label_column: str = "algorithm", fragile: pd.DataFrame | None = None) -> Figure:
     """The majority class per cell: of `algorithm` with the Pizza -> Clock boundary, or of
-    `learning_phase` (bounds None: the learning-phase diagram, in its own colours)."""
+    `learning_phase` (bounds None: the learning-phase diagram, in its own colours). `fragile`:
+    the (x, y) of cells whose majority rounding could decide (analysis.stability.fragile_cells),
+    outlined dashed; None: no other training was compared, and the legend says nothing."""
     cells = table.cells(frame, x, y, label_column)
     palette = CLASS_COLORS[label_column]
     xs = np.sort(cells[x].unique())
@@ -57,7 +59,7 @@ def phase_diagram(frame: pd.DataFrame, x: str, y: str, pooled: list[str], bounds
     note = pooled_note(pooled, frame)
     if len(ys) == 1:
         return phase_shares(cells, x, xs, y, ys[0], None if bounds is None else bounds.iloc[0], note,
-                            label_column)
+                            label_column, fragile)
     fig = Figure(figsize=(max(5.0, 0.62 * len(xs) + 2.6), max(3.2, 0.45 * len(ys) + 1.8)))
     ax = fig.subplots()
     image = np.ones((len(ys), len(xs), 3))  # white where a cell has no runs
@@ -78,6 +80,11 @@ def phase_diagram(frame: pd.DataFrame, x: str, y: str, pooled: list[str], bounds
     handles = [Patch(color=palette[a], label=a) for a in palette if (cells["majority"] == a).any()]
     if bounds is not None:
         handles += _draw_boundary(ax, bounds, y, ys, xs)
+    if fragile is not None:
+        for _, r in fragile.iterrows():
+            ax.add_patch(Rectangle((np.searchsorted(xs, r[x]) - 0.46, np.searchsorted(ys, r[y]) - 0.46), 0.92, 0.92,
+                                   **FRAGILE_STYLE))
+        handles.append(fragile_handle(len(fragile), len(cells)))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(f"Majority {label(label_column)} per cell (k/n: runs with it / runs; paler: weaker "
                  f"majority){note}", loc="left")
@@ -147,7 +154,17 @@ def _draw_boundary(ax, bounds: pd.DataFrame, y: str, ys: np.ndarray, xs: np.ndar
     return handles
 
 
-def phase_shares(cells, x, xs, y, y_value, bound, note, label_column: str = "algorithm") -> Figure:
+FRAGILE_STYLE = dict(facecolor="none", edgecolor="black", linestyle="--", lw=1.6, zorder=4)
+
+
+def fragile_handle(n_fragile: int, n_cells: int) -> Patch:
+    """The legend entry of the dashed outlines: how many cells rounding could decide."""
+    return Patch(**FRAGILE_STYLE, label=f"dashed: fragile, rounding could decide\nthe majority ({n_fragile} of "
+                 f"{n_cells} cells,\nreport --stability)")
+
+
+def phase_shares(cells, x, xs, y, y_value, bound, note, label_column: str = "algorithm",
+                 fragile: pd.DataFrame | None = None) -> Figure:
     """1-D diagram: the share of each algorithm (learning phase) along x as stacked bars, with
     the boundary (bound None: none).
 
@@ -170,6 +187,10 @@ def phase_shares(cells, x, xs, y, y_value, bound, note, label_column: str = "alg
         bottom += share
     ax.axhline(0.5, color="black", lw=0.8, ls=":")
     extra = []  # legend entries without a drawing
+    if fragile is not None:
+        for value in fragile[x]:
+            ax.add_patch(Rectangle((np.searchsorted(xs, value) - 0.46, 0.004), 0.92, 0.992, **FRAGILE_STYLE))
+        extra.append(fragile_handle(len(fragile), len(xs)))
     name, chosen = pizza_clock(bound) if bound is not None else ("", {"status": "none"})
     if chosen["status"] == "crossing":
         problem = interval_problem(chosen)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..analysis import boundary, refine, table
+from ..analysis import boundary, refine, stability, table
 from ..runner import retrain
 from ..spec import grid
 from ..spec.config import ConfigError
@@ -41,10 +41,12 @@ def save(fig: Figure, folder: Path, name: str, formats) -> list[Path]:
 
 
 def sweep_figures(frame: pd.DataFrame, x: str, y: str, pooled: list[str], bounds: pd.DataFrame,
-                  thresholds: dict, circular_only: bool = False):
+                  thresholds: dict, circular_only: bool = False, out_dir=None):
     """(name, Figure) of every figure of the whole sweep (not the single-model ones), one at a
-    time: `draw` saves them, `phasescan.report --html` embeds them."""
-    yield "phase_diagram", phase_diagram(frame, x, y, pooled, bounds)
+    time: `draw` saves them, `phasescan.report --html` embeds them. With out_dir, the phase
+    diagram outlines the cells its recorded stability comparisons found fragile."""
+    fragile = stability.fragile_cells(frame, out_dir, [x, y])
+    yield "phase_diagram", phase_diagram(frame, x, y, pooled, bounds, fragile=fragile)
     yield "metric_heatmaps", metric_heatmaps(frame, x, y, pooled)
     yield "paper_scatter", paper_scatter(frame, x, y, circular_only)
     yield "metric_distributions", metric_distributions(frame, x, thresholds)
@@ -70,7 +72,8 @@ def summary_figures(source, x: str = "attn_rate", y: str = "d_model") -> dict[st
     thresholds = (results.read_config(folder) if folder else compose()).get("classify", {})
     x, y, pooled = table.resolve_axes(frame, x, y)
     with rc_context(STYLE):
-        return dict(sweep_figures(frame, x, y, pooled, boundary.estimate(frame, x, y, against="clock"), thresholds))
+        return dict(sweep_figures(frame, x, y, pooled, boundary.estimate(frame, x, y, against="clock"), thresholds,
+                                  out_dir=folder))
 
 
 def draw(results_dir, x: str = "attn_rate", y: str = "d_model", formats=("png",),
@@ -110,7 +113,7 @@ def draw(results_dir, x: str = "attn_rate", y: str = "d_model", formats=("png",)
     paths = [csv]
     with rc_context(STYLE):
         thresholds = results.read_config(out_dir).get("classify", {})
-        for name, fig in sweep_figures(frame, x, y, pooled, bounds, thresholds, circular_only):
+        for name, fig in sweep_figures(frame, x, y, pooled, bounds, thresholds, circular_only, out_dir):
             paths += save(fig, folder, name + suffix, formats)
         if runs is None:
             runs = [] if inspect == "none" else pick_runs(frame, inspect == "saved", out_dir)

@@ -24,7 +24,9 @@ REPORT_HTML = "report.html"
 CONVERGENCE = ["runs", "test_acc", "train_loss", "param_norm", "spiking"]
 CAPTIONS = {
     "phase_diagram": "Majority algorithm per cell (k/n: runs with it / runs) and the Pizza -> Clock "
-                     "boundary (Pizza share = 1/2) with its 95% bootstrap interval over seeds.",
+                     "boundary (Pizza share = 1/2) with its 95% bootstrap interval over seeds; dashed "
+                     "outlines: fragile cells, whose majority rounding could decide (when `report "
+                     "--stability` compared the folder with another training).",
     "metric_heatmaps": "Median gradient symmetricity and distance irrelevance per cell.",
     "paper_scatter": "The paper's views, coloured by gradient symmetricity; unlearned and diverged "
                      "runs as grey crosses.",
@@ -134,7 +136,7 @@ def rendered_figures(out_dir: Path, runs: pd.DataFrame, x: str, y: str, pooled: 
 
     out = []
     with rc_context(STYLE):
-        for name, fig in draw.sweep_figures(runs, x, y, pooled, bounds, thresholds):
+        for name, fig in draw.sweep_figures(runs, x, y, pooled, bounds, thresholds, out_dir=out_dir):
             buffer = BytesIO()
             fig.savefig(buffer, format="png", dpi=130, bbox_inches="tight")
             out.append((name, buffer.getvalue(), CAPTIONS.get(name, "")))

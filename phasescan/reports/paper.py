@@ -333,4 +333,10 @@ def stability_report(out_dir: Path, other_dir: Path) -> str:
     lines += ["**Per cell:**\n", _md(cells) + "\n"]
     if len(changed):
         lines += ["**Runs whose label changed:**\n", _md(changed) + "\n"]
+    try:
+        path = stability.record(out_dir, other_dir, runs, other)
+        lines.append(f"Recorded in {path}: the phase diagram (`python -m phasescan.plot {out_dir}`, "
+                     "`report --html`) outlines the fragile cells of its own axes.")
+    except OSError as error:  # a read-only folder: the report stands, the figures cannot mark
+        lines.append(f"Not recorded ({error.strerror or error}): the figures cannot mark the fragile cells.")
     return "\n".join(lines)
