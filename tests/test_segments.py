@@ -132,6 +132,24 @@ def test_the_bar_shows_a_rate_from_the_first_finished_segment():
     assert "2/4 models done,  50% of model-steps" in text
 
 
+def test_a_log_file_gets_the_bar_as_a_line_now_and_then(monkeypatch):
+    """Not a terminal (a background study's nohup log): a line of rate and ETA after a segment
+    at most once a LOG_EVERY_S, not only at the end."""
+    import io
+
+    from phasescan.spec import progress
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    out = io.StringIO()
+    bar = progress.Progress(total_models=4, total_steps=400, stream=out)
+    bar.advance(100)
+    assert "0/4 models done,  25% of model-steps" in out.getvalue() and "ETA" in out.getvalue()
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 3600.0)
+    bar.advance(100)  # within the hour: no second line before the end
+    assert "50% of model-steps" not in out.getvalue()
+    bar.close()
+    assert "50% of model-steps" in out.getvalue()
+
+
 # One chunk of 2 models in segments of 50 steps: a state is saved at step 50 by hand.
 SHORT = ["task.p=13", "model.d_model=16", "train.steps=100", "sweep.seeds=2", "sweep.axes.attn_rate=[0.0]",
          "plot=false", "metrics.grad_sym_triples=20", "sweep.chunk_size=2", "sweep.checkpoint_every=0"]

@@ -3,11 +3,14 @@ on stderr.
 
 It counts model-steps (a model trained for `steps` steps is `steps` of them), so it moves with
 every segment of a chunk. On a terminal it redraws in place; in a log file it prints the notes
-(e.g. "compiling bucket 1 of 2") as they come and the bar's last state at the end.
+(e.g. "compiling bucket 1 of 2") as they come, the bar's state as a line at most once a
+LOG_EVERY_S (after a segment), so a background study's log shows its rate and ETA, and the bar's
+last state at the end.
 """
 from __future__ import annotations
 
 import sys
+import time
 
 from rich.console import Console
 from rich.progress import BarColumn, ProgressColumn, TextColumn
@@ -50,6 +53,9 @@ class _Rates(ProgressColumn):
         return Text(f"{rates}  elapsed {_duration(task.elapsed)}{compiled}  ETA {eta}")
 
 
+LOG_EVERY_S = 300.0  # a log file's bar line: often enough to follow, few enough to read
+
+
 class Progress:
     def __init__(self, total_models: int, total_steps: int, done_models: int = 0,
                  done_steps: int = 0, stream=sys.stderr, estimate_s: float | None = None):
@@ -64,6 +70,7 @@ class Progress:
                                       compile_s=0.0, estimate_s=estimate_s,
                                       steps_per_model=max(total_steps, 1) / max(total_models, 1))
         self.bar.start()
+        self.logged_at = None if stream.isatty() else time.monotonic()  # None: the bar redraws itself
 
     def note(self, text: str) -> None:
         """A line above the bar (it stays in a log file too)."""
@@ -71,6 +78,9 @@ class Progress:
 
     def advance(self, model_steps: int) -> None:
         self.bar.update(self.task, advance=model_steps)
+        if self.logged_at is not None and time.monotonic() - self.logged_at >= LOG_EVERY_S:
+            self.logged_at = time.monotonic()
+            self.console.print(self.bar.make_tasks_table(self.bar.tasks))
 
     def compiled(self, seconds: float) -> None:
         """Seconds spent compiling: shown apart, and not counted in the training rate."""
