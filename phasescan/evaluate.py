@@ -10,8 +10,15 @@ split is rebuilt; otherwise accuracy and loss are over all p^2 pairs and test_* 
 label then uses `acc`). Overrides (`key=value`) set the measurement, e.g.
 metrics.grad_sym_triples=all.
 
+`--runs ID,ID` with one results folder measures those rows, kept weights or not: a row whose
+weights the sweep did not keep is trained again with its chunk, as `phasescan.load_model` and
+the figures do (on the same CPU bit for bit the row's model; kept in weights/retrained/), and
+measured as its sweep measured it (the folder's metrics and classify settings, then the
+overrides). One JSON line per run, each with its "run_id".
+
   python -m phasescan.evaluate results/cpu/width_vs_attn/weights/0765303a5537.npz
   python -m phasescan.evaluate results/cpu/width_vs_attn --table /tmp/models.parquet
+  python -m phasescan.evaluate results/cpu/width_vs_attn --runs cb84038c9e43
 """
 from __future__ import annotations
 
@@ -22,7 +29,9 @@ from pathlib import Path
 
 from .engine.chunk import memory_problem
 from .engine.train import Spec
+from .runner import retrain
 from .runner.evaluate import evaluate_arrays
+from .runner.loaded import choices
 from .spec import grid
 from .spec.config import compose
 from .store import results, weights
@@ -61,6 +70,31 @@ def weight_files(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return files, problems
 
 
+def folder_measurement(folder: Path) -> list[str]:
+    """Overrides that measure as a results folder's sweep did: its metrics and classify settings."""
+    cfg = results.read_config(folder)
+    return [f"{section}.{key}={'null' if value is None else value}"
+            for section in ("metrics", "classify") for key, value in cfg.get(section, {}).items()]
+
+
+def folder_runs(inputs: list[str], runs: str) -> tuple[Path | None, list[str], list[str]]:
+    """`--runs`: the one results folder, its run_ids (unique prefixes allowed), and problems."""
+    if len(inputs) != 1 or not (Path(inputs[0]) / results.RUNS).is_file():
+        return None, [], [f"--runs needs one results folder (holding {results.RUNS}), got: {' '.join(inputs) or 'none'}"]
+    folder = Path(inputs[0])
+    table = results.read_table(folder / results.RUNS)["run_id"].astype(str)
+    ids, problems = [], []
+    for prefix in [r for r in runs.split(",") if r]:
+        matches = sorted(table[table.str.startswith(prefix)])
+        if len(matches) == 1:
+            ids.append(matches[0])
+        else:
+            problems.append(f"--runs {prefix}: {'ambiguous' if matches else 'no such run_id'} in {folder}"
+                            + (f" ({choices(folder, matches[:8])}{' ...' if len(matches) > 8 else ''})"
+                               if matches else ""))
+    return folder, ids, problems or ([] if ids else ["--runs: no run_id given"])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m phasescan.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,14 +103,16 @@ def main(argv=None) -> int:
                              "(key=value, e.g. metrics.grad_sym_triples=all)")
     parser.add_argument("--table", type=Path, metavar="OUT.parquet|OUT.csv",
                         help="also write every model's row into one table")
+    parser.add_argument("--runs", metavar="ID,ID", help="with one results folder: measure these rows, "
+                        "training again (with their chunk, once) those whose weights were not kept")
     args = parser.parse_intermixed_args(argv)  # files, flags and overrides in any order
     overrides = [a for a in args.inputs if "=" in a]
+    if args.runs is not None:
+        return measure_rows(args, overrides)
     files, problems = weight_files([a for a in args.inputs if "=" not in a])
     if not files and not problems:
         problems.append("no weights file given (WEIGHTS.npz or a folder)")
-    if args.table and args.table.suffix not in (".parquet", ".csv"):
-        problems.append(f"--table {args.table}: must end in .parquet or .csv")
-    problems += check_overrides(overrides)
+    problems += table_problems(args.table) + check_overrides(overrides)
     loaded = {}
     for path in files:
         try:
@@ -92,21 +128,49 @@ def main(argv=None) -> int:
         problems += found
         loaded[path] = arrays
     if problems:
-        print("phasescan.evaluate: " + ("\n  ".join([""] + problems) if len(problems) > 1 else problems[0]),
-              file=sys.stderr)
-        return 2
+        return refuse(problems)
     rows = []
     for path, arrays in loaded.items():
         row = evaluate_arrays(arrays, overrides)
         rows.append(row if len(files) == 1 and not args.table else {"file": str(path)} | row)
         print(json.dumps(rows[-1]), flush=True)
-    if args.table:
+    return write_table(args.table, rows)
+
+
+def measure_rows(args, overrides: list[str]) -> int:
+    """`--runs`: the rows of one results folder, measured as its sweep measured them."""
+    folder, run_ids, problems = folder_runs([a for a in args.inputs if "=" not in a], args.runs)
+    problems += table_problems(args.table) + check_overrides(overrides)
+    if problems:
+        return refuse(problems)
+    measurement = folder_measurement(folder) + overrides  # the user's last: they win
+    rows = []
+    for run_id, arrays in zip(run_ids, retrain.load_or_retrain(folder, run_ids)):
+        rows.append({"run_id": run_id} | evaluate_arrays(arrays, measurement))
+        print(json.dumps(rows[-1]), flush=True)
+    return write_table(args.table, rows)
+
+
+def refuse(problems: list[str]) -> int:
+    """Every problem, one line each, before anything is measured or trained; exit status 2."""
+    print("phasescan.evaluate: " + ("\n  ".join([""] + problems) if len(problems) > 1 else problems[0]),
+          file=sys.stderr)
+    return 2
+
+
+def table_problems(path: Path | None) -> list[str]:
+    return [f"--table {path}: must end in .parquet or .csv"] if path and path.suffix not in (".parquet", ".csv") else []
+
+
+def write_table(path: Path | None, rows: list[dict]) -> int:
+    """`--table`: every printed row into one Parquet or CSV file."""
+    if path:
         import pandas as pd
         frame = pd.DataFrame(rows)
-        write = (lambda tmp: frame.to_parquet(tmp, index=False)) if args.table.suffix == ".parquet" \
+        write = (lambda tmp: frame.to_parquet(tmp, index=False)) if path.suffix == ".parquet" \
             else (lambda tmp: frame.to_csv(tmp, index=False))
-        results.write_atomic(args.table, write)
-        print(f"phasescan.evaluate: {len(rows)} models -> {args.table}", file=sys.stderr)
+        results.write_atomic(path, write)
+        print(f"phasescan.evaluate: {len(rows)} models -> {path}", file=sys.stderr)
     return 0
 
 

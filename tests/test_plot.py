@@ -129,7 +129,10 @@ def test_models_whose_weights_were_not_kept_are_trained_again_with_their_chunk_b
     the row's and its label the row's; kept in weights/retrained/ so it happens once."""
     import shutil
 
+    import json
+
     import phasescan
+    from phasescan import evaluate
     from phasescan.runner import retrain
     from phasescan.runner.evaluate import evaluate_arrays
     from phasescan.runner.sweep import run_sweep
@@ -155,6 +158,15 @@ def test_models_whose_weights_were_not_kept_are_trained_again_with_their_chunk_b
     assert sorted(p.stem for p in (bare / "weights" / "retrained").glob("*.npz")) == sorted(ids[:2])
     retrain.load_or_retrain(bare, ids[:2])
     assert "training" not in capsys.readouterr().err
+    # evaluate --runs: the same path; the other chunk trains, every row measured as the sweep did
+    assert evaluate.main([str(bare), "--runs", f"{ids[1]},{ids[3][:6]}"]) == 0
+    captured = capsys.readouterr()
+    assert "training 2 again in their 1 chunk(s)" in captured.err
+    for line, i in zip(captured.out.splitlines(), (1, 3)):
+        measured, row = json.loads(line), frame.iloc[i]
+        assert measured["run_id"] == row["run_id"] and measured["algorithm"] == row["algorithm"]
+        for name in ("train_loss", "test_acc", "grad_sym", "dist_irr", "circularity", "param_norm"):
+            assert measured[name] == pytest.approx(row[name], rel=1e-6, abs=1e-6), name
     saved = phasescan.load_model(model.save(tmp_path / "opened.npz"))  # LoadedModel.save: the .npz layout
     assert all(np.array_equal(saved.arrays[name], kept[1][name]) for name in kept[1])
 
