@@ -16,6 +16,13 @@ Pizza share among the runs labelled Pizza or Clock (the Pizza -> Clock boundary 
 below one half; the Pizza share's row names the class that takes over (`replaced_by`). Last, the device, precision and wall time from the manifest. Swept axes that
 a table puts together (all but `--by` and `--y`) are named first, with their values.
 
+`--paper` prints the comparison with the paper (phasescan/reports/paper.py). With several p (the
+p ladder; `--add OTHER_DIR` joins another folder's runs at this one's attention rates and steps,
+e.g. the p = 59 study) it first gives the boundary per (p, d), its slope on log2(p) at d = 128 and
+at d/p ~ 2.2, and which reading (p, d or d/p) the intervals allow; the rest on the runs at p = 59.
+
+  python -m phasescan.report results/cpu/p_ladder --paper --add results/cpu/fixed_width_p59
+
 `--stability OTHER_DIR` compares the labels with the same sweep trained again (another chunk
 size, device count or CPU): the share unchanged per cell and width, and the fragile cells, whose
 majority the runs that changed could decide (phasescan/analysis/stability.py).
@@ -53,6 +60,9 @@ def main(argv=None) -> int:
                         help="print the comparison with the paper's reference figures instead (per width the "
                              "Pizza -> Clock boundary, per 0.1 attention-rate bin the medians and shares, "
                              "convergence, a verdict on each finding; docs/reproduction.md)")
+    parser.add_argument("--add", type=Path, action="append", default=[], metavar="OTHER_DIR",
+                        help="--paper: add OTHER_DIR's runs at RESULTS_DIR's attention rates and steps (a study "
+                             "reused: e.g. the p = 59 one in the p ladder); repeatable")
     parser.add_argument("--settling", action="store_true",
                         help="print when each model's label and metrics stop changing, from the folder's "
                              "history (a sweep run with train.log_every)")
@@ -61,7 +71,10 @@ def main(argv=None) -> int:
                              "again (another chunk size, device count or CPU), per cell, and which cells' "
                              "majority the changed runs could decide (fragile cells)")
     args = parser.parse_args(argv)
-    for folder in (args.results_dir, args.stability):
+    if args.add and not args.paper:
+        print("phasescan.report: --add goes with --paper (the p ladder's comparison)", file=sys.stderr)
+        return 2
+    for folder in (args.results_dir, args.stability, *args.add):
         if folder is not None and not (folder / "runs.parquet").exists():
             print(f"phasescan.report: no runs.parquet in {folder}", file=sys.stderr)
             return 2
@@ -70,7 +83,8 @@ def main(argv=None) -> int:
             print(paper.stability_report(args.results_dir, args.stability))
             return 0
         if args.paper or args.settling:
-            print(paper.compare(args.results_dir) if args.paper else paper.settling_report(args.results_dir))
+            print(paper.compare(args.results_dir, added=args.add) if args.paper
+                  else paper.settling_report(args.results_dir))
             return 0
         if not args.html:
             print(report(args.results_dir, args.by, args.y))

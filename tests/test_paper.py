@@ -2,6 +2,7 @@
 hand-built tables whose answers are known."""
 import numpy as np
 import pandas as pd
+import pytest
 
 from phasescan import report
 from phasescan.analysis import boundary, settling
@@ -68,6 +69,49 @@ def test_cli_paper(tmp_path, capsys):
     assert report.main([str(tmp_path), "--paper"]) == 0
     out = capsys.readouterr().out
     assert "**Verdicts**" in out and "| 128 |" in out and "about 0.6" in out
+
+
+def ladder(switch: dict, seeds: int = 4) -> pd.DataFrame:
+    """The p ladder's grid (rates 0.4..1 step 0.1): per (p, d) Pizza below its switch, Clock above."""
+    parts = []
+    for (p, width), at in switch.items():
+        one = study({width: at}, seeds=seeds)
+        parts.append(one[one["attn_rate"] >= 0.4].assign(p=p, steps=20000,
+                                                          run_id=lambda f: [f"{p}-{width}-{i}" for i in range(len(f))]))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_the_p_ladder_verdict_says_which_reading_the_intervals_allow():
+    # the switch follows d/p: 0.45 + 0.05 d/p, so at d = 128 it falls with p, at d/p ~ 2.2 it stays
+    follows_ratio = {(p, d): 0.45 + 0.05 * d / p for p, d in
+                     ((23, 128), (31, 128), (43, 128), (59, 128), (23, 52), (31, 68), (43, 96))}
+    table, said = paper.ladder_verdict(ladder(follows_ratio), n_boot=100)
+    rows = table.set_index("series")
+    assert rows.loc["d = 128", "slope per doubling of p"] < -0.05 and rows.loc["d = 128", "p values"] == 4
+    assert rows.loc["d/p ~ 2.17", "slope per doubling of p"] == pytest.approx(0, abs=1e-9)
+    assert said.endswith("the intervals allow d/p (no slope at d/p ~ 2.17); they rule out width alone "
+                         "(no slope at d = 128) and p alone (the same slope in both series).")
+    # the switch set by the width alone: no slope at d = 128
+    by_width = {key: 0.45 + 0.1 * np.log2(key[1] / 52) for key in follows_ratio}
+    assert "allow width alone (no slope at d = 128); they rule out" in paper.ladder_verdict(ladder(by_width), n_boot=100)[1]
+
+
+def test_cli_paper_adds_a_study_at_its_own_grid(tmp_path, capsys):
+    """--add: the p = 59 runs of another folder join the ladder at the ladder's rates; the
+    comparison proper is on p = 59, the ladder verdict after the other three."""
+    switch = {(23, 128): 0.85, (31, 128): 0.75, (23, 52): 0.65, (31, 68): 0.65}
+    (tmp_path / "ladder").mkdir(), (tmp_path / "p59").mkdir()
+    ladder(switch).to_parquet(tmp_path / "ladder" / "runs.parquet")
+    fixed = study({128: 0.65}, seeds=4).assign(p=59, steps=20000, run_id=lambda f: [f"59-{i}" for i in range(len(f))])
+    fixed.to_parquet(tmp_path / "p59" / "runs.parquet")
+    assert report.main([str(tmp_path / "ladder"), "--paper", "--add", str(tmp_path / "p59")]) == 0
+    out = capsys.readouterr().out
+    assert f"With 28 runs of {tmp_path / 'p59'} (p = 59), those at this folder's attention rates and steps " \
+           "(16 others left out)." in out
+    assert "**Boundary per (p, d)**" in out and "*From here on, the runs at p = 59 only (28).*" in out
+    assert "\n4. The p ladder (does the boundary follow p, d or d/p?)" in out
+    assert report.main([str(tmp_path / "ladder"), "--add", str(tmp_path / "p59")]) == 2
+    assert "--add goes with --paper" in capsys.readouterr().err
 
 
 def history(labels: dict[str, list[str]], grad_sym: dict[str, list[float]], every: int = 100) -> pd.DataFrame:

@@ -133,9 +133,16 @@ def width_slope(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
     (each width's runs resampled within cells). A width that stays Pizza-majority among Pizza
     and Clock runs up to the largest rate ('above') counts as a boundary at that rate (censored:
     the slope is then a lower bound); a width without a boundary otherwise is left out."""
+    found = boundary_slope(runs, "d_model", n_boot, seed)
+    return {"widths": found["points"]} | {k: found[k] for k in ("slope", "lo", "hi")}
+
+
+def boundary_slope(runs: pd.DataFrame, axis: str, n_boot: int = 1000, seed: int = 0) -> dict:
+    """The slope of the Pizza -> Clock boundary against log2(axis) (width, p), its 95% bootstrap
+    interval and the bootstrap slopes themselves (`samples`), by width_slope's rules."""
     rng = np.random.default_rng([seed, 2])
-    widths, points, boots = [], [], []
-    for width, group in runs.groupby("d_model", sort=True):
+    values, points, boots = [], [], []
+    for value, group in runs.groupby(axis, sort=True):
         pair = group[group["algorithm"].isin(["pizza", "clock"])]
         cells = boundary._cells(pair, "attn_rate", "pizza")
         if not cells:
@@ -149,14 +156,74 @@ def width_slope(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
             at = top
         sample = boundary.bootstrap(cells, n_boot, rng)
         sample = np.where(np.isfinite(sample), sample, top)
-        widths.append(np.log2(width)), points.append(at), boots.append(sample)
-    if len(widths) < 2:
-        return {"widths": len(widths), "slope": np.nan, "lo": np.nan, "hi": np.nan}
-    w = np.array(widths)
+        values.append(np.log2(value)), points.append(at), boots.append(sample)
+    if len(values) < 2:
+        return {"points": len(values), "slope": np.nan, "lo": np.nan, "hi": np.nan, "samples": np.full(n_boot, np.nan)}
+    w = np.array(values)
     fit = lambda b: np.polyfit(w, b, 1)[0]
     slopes = np.array([fit(np.array([b[i] for b in boots])) for i in range(n_boot)])
     lo, hi = np.percentile(slopes, [2.5, 97.5])
-    return {"widths": len(widths), "slope": float(fit(np.array(points))), "lo": float(lo), "hi": float(hi)}
+    return {"points": len(values), "slope": float(fit(np.array(points))), "lo": float(lo), "hi": float(hi),
+            "samples": slopes}
+
+
+# ---------------------------------------------------------------- the p ladder
+
+PAPER_P, PAPER_WIDTH = 59, 128  # the paper's configuration: d/p = 2.17
+
+
+def ladder_series(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The p ladder's two series over p: the paper's width d = 128 at every p, and at every p the
+    width nearest the paper's d/p (128/59), as cpu_p_ladder grids them."""
+    ratio = PAPER_WIDTH / PAPER_P
+    nearest = [g[g["d_model"] == min(g["d_model"].unique(), key=lambda d: abs(d / p - ratio))]
+               for p, g in runs.groupby("p", sort=True)]
+    return {f"d = {PAPER_WIDTH}": runs[runs["d_model"] == PAPER_WIDTH],
+            f"d/p ~ {ratio:.2f}": pd.concat(nearest)}
+
+
+def ladder_boundaries(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per (p, d): `boundaries`' columns with p and d/p first."""
+    parts = [boundaries(group, n_boot, seed).assign(p=p) for p, group in runs.groupby("p", sort=True)]
+    table = pd.concat(parts, ignore_index=True)
+    table.insert(1, "d/p", table["d_model"] / table["p"])
+    return table[["p", *[c for c in table.columns if c != "p"]]].drop(columns="reference")
+
+
+def ladder_verdict(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, str]:
+    """Does the boundary follow p, d or d/p? Per series the slope of the boundary on log2(p) with
+    its interval, and the difference of the two. Each reading predicts a zero: width alone, no
+    slope at d = 128; d/p, none at fixed d/p; p alone, the same slope in both series (the
+    difference 0). A reading is allowed when its zero lies in its 95% interval."""
+    series = ladder_series(runs)
+    slopes = {name: boundary_slope(group, "p", n_boot, seed) for name, group in series.items()}
+    (fixed_d, a), (fixed_ratio, b) = slopes.items()
+    diff = a["samples"] - b["samples"]
+    finite = diff[np.isfinite(diff)]
+    d_lo, d_hi = np.percentile(finite, [2.5, 97.5]) if finite.size else (np.nan, np.nan)
+    rows = [{"series": name, "p values": found["points"], "slope per doubling of p": found["slope"],
+             "95% lo": found["lo"], "95% hi": found["hi"]} for name, found in slopes.items()]
+    rows.append({"series": "difference", "p values": min(a["points"], b["points"]),
+                 "slope per doubling of p": a["slope"] - b["slope"], "95% lo": d_lo, "95% hi": d_hi})
+    table = pd.DataFrame(rows)
+    if not (np.isfinite(a["slope"]) and np.isfinite(b["slope"])):
+        return table, "4. The p ladder: not resolvable: a boundary at fewer than 2 values of p in a series."
+    contains = lambda lo, hi: lo - 1e-9 <= 0 <= hi + 1e-9  # a fit's rounding is no slope
+    readings = {"width alone (no slope at d = 128)": contains(a["lo"], a["hi"]),
+                f"d/p (no slope at {fixed_ratio})": contains(b["lo"], b["hi"]),
+                "p alone (the same slope in both series)": contains(d_lo, d_hi)}
+    allowed = [name for name, ok in readings.items() if ok]
+    said = (f"slope on log2(p) {a['slope']:+.3f} [{a['lo']:+.3f}, {a['hi']:+.3f}] at {fixed_d}, "
+            f"{b['slope']:+.3f} [{b['lo']:+.3f}, {b['hi']:+.3f}] at {fixed_ratio}, difference "
+            f"{a['slope'] - b['slope']:+.3f} [{d_lo:+.3f}, {d_hi:+.3f}]")
+    if len(allowed) == len(readings):
+        verdict = "not resolvable with this many seeds: the intervals allow every reading"
+    elif not allowed:
+        verdict = "none of the three readings alone: every predicted zero lies outside its interval"
+    else:
+        verdict = "the intervals allow " + " and ".join(allowed) + "; they rule out " + " and ".join(
+            name for name, ok in readings.items() if not ok)
+    return table, f"4. The p ladder (does the boundary follow p, d or d/p?): {said}: {verdict}."
 
 
 def verdicts(runs: pd.DataFrame, bounds: pd.DataFrame, slope: dict) -> list[str]:
@@ -255,28 +322,58 @@ def _md(frame: pd.DataFrame) -> str:
     return "\n".join([head, rule] + ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)])
 
 
-def compare(out_dir: Path, n_boot: int = 1000) -> str:
-    """The whole comparison as Markdown."""
+def combined(out_dir: Path, added=()) -> tuple[pd.DataFrame, list[str]]:
+    """The runs of out_dir and of each added folder at out_dir's attention rates and steps (the
+    same grid: a study reused, e.g. the p = 59 one in the p ladder), with a note per folder."""
+    runs, notes = results.load(out_dir), []
+    rates, steps = set(runs["attn_rate"].round(9)), set(runs["steps"])
+    for folder in added:
+        more = results.load(Path(folder))
+        same = more[more["attn_rate"].round(9).isin(rates) & more["steps"].isin(steps)
+                    & ~more["run_id"].isin(runs["run_id"])]
+        notes.append(f"With {len(same)} runs of {folder} (p = {', '.join(str(v) for v in sorted(same['p'].unique()))}), "
+                     f"those at this folder's attention rates and steps ({len(more) - len(same)} others left out).")
+        runs = pd.concat([runs, same], ignore_index=True)
+    return runs, notes
+
+
+def compare(out_dir: Path, n_boot: int = 1000, added=()) -> str:
+    """The whole comparison as Markdown. With several p (the p ladder, `added` folders included):
+    the boundary per (p, d) and the p-ladder verdict first, then the comparison proper on the
+    runs at the paper's p (or the p nearest it)."""
     out_dir = Path(out_dir)
-    runs = results.load(out_dir)
+    everything, notes = combined(out_dir, added)
     manifest = results.read_manifest(out_dir)
+    ps = sorted(everything["p"].unique())
+    paper_p = min(ps, key=lambda v: abs(v - PAPER_P))
+    runs = everything[everything["p"] == paper_p]
     bounds = boundaries(runs, n_boot)
     slope = width_slope(runs, n_boot)
-    p = ", ".join(str(v) for v in sorted(runs["p"].unique()))
-    steps = ", ".join(str(v) for v in sorted(runs["steps"].unique()))
-    parts = [f"{len(runs)} runs, p = {p}, {steps} steps, widths {', '.join(str(w) for w in sorted(runs['d_model'].unique()))}"
-             f" (the reference: p = 59, 20,000 steps).\n",
-             "**Boundary per width** (Pizza -> Clock: the Pizza share among Pizza and Clock runs first below 1/2; "
-             "95% bootstrap interval over seeds):\n", _md(bounds) + "\n",
-             f"Slope of the boundary on log2(width): {slope['slope']:+.3f} per doubling, 95% interval "
-             f"[{slope['lo']:+.3f}, {slope['hi']:+.3f}] over {slope['widths']} widths.\n",
-             "**Per attention-rate bin, all widths** (reference, d = 128, circular runs, top-wrong DI: "
-             + "; ".join(f"{b}: grad_sym {g}, dist_irr_top_wrong {d}" for b, (g, d) in REFERENCE_BINS.items()) + "):\n",
-             _md(bins(runs)) + "\n"]
+    steps = ", ".join(str(v) for v in sorted(everything["steps"].unique()))
+    parts = [f"{len(everything)} runs, p = {', '.join(str(v) for v in ps)}, {steps} steps, widths "
+             f"{', '.join(str(w) for w in sorted(everything['d_model'].unique()))} (the reference: p = 59, 20,000 steps).\n",
+             *[note + "\n" for note in notes]]
+    ladder = None
+    if len(ps) > 1:
+        ladder, said = ladder_verdict(everything, n_boot)
+        parts += ["**Boundary per (p, d)** (as below, per p):\n", _md(ladder_boundaries(everything, n_boot)) + "\n",
+                  "**The boundary's slope on log2(p)** per series (95% bootstrap intervals; each reading of "
+                  "the p ladder predicts a zero: analysis in `ladder_verdict`):\n", _md(ladder) + "\n",
+                  "**Convergence per p:**\n", _md(convergence(everything, by="p")) + "\n",
+                  f"*From here on, the runs at p = {paper_p} only ({len(runs)}).*\n"]
+        ladder = said
+    parts += ["**Boundary per width** (Pizza -> Clock: the Pizza share among Pizza and Clock runs first below 1/2; "
+              "95% bootstrap interval over seeds):\n", _md(bounds) + "\n",
+              f"Slope of the boundary on log2(width): {slope['slope']:+.3f} per doubling, 95% interval "
+              f"[{slope['lo']:+.3f}, {slope['hi']:+.3f}] over {slope['widths']} widths.\n",
+              "**Per attention-rate bin, all widths** (reference, d = 128, circular runs, top-wrong DI: "
+              + "; ".join(f"{b}: grad_sym {g}, dist_irr_top_wrong {d}" for b, (g, d) in REFERENCE_BINS.items()) + "):\n",
+              _md(bins(runs)) + "\n"]
     for width, group in runs.groupby("d_model", sort=True):
         parts += [f"*d_model = {width}:*\n", _md(bins(group)) + "\n"]
     parts += ["**Convergence** (reference: " + "; ".join(f"{k} {v}" for k, v in REFERENCE_CONVERGENCE.items()) + "):\n",
-              _md(convergence(runs)) + "\n", "**Verdicts**\n", "\n".join(verdicts(runs, bounds, slope)) + "\n"]
+              _md(convergence(runs)) + "\n", "**Verdicts**\n",
+              "\n".join(verdicts(runs, bounds, slope) + ([ladder] if ladder else [])) + "\n"]
     more = needed(runs, slope, manifest)
     if more:
         parts.append(more + "\n")
