@@ -154,16 +154,17 @@ def test_evaluate_checks_every_key_shape_and_override(tmp_path):
     assert proc.returncode == 2 and "embed: axis 0 (vocab) is 13, expected 100000" in proc.stderr
 
 
-def test_evaluate_runs_names_what_is_wrong_before_it_trains(tmp_path):
+def test_evaluate_runs_names_what_is_wrong_before_it_trains(tmp_path, capsys):
+    from phasescan import evaluate
     folder = ROOT / "results" / "cpu" / "width_vs_attn"
     for args, says in (([str(tmp_path), "--runs", "abc"], "--runs needs one results folder (holding runs.parquet)"),
                        ([str(folder), "--runs", "zzz"], f"--runs zzz: no such run_id in {folder}"),
                        ([str(folder), "--runs", "0"], f"--runs 0: ambiguous in {folder} ("),
                        ([str(folder), "--runs", "0765303a5537", "--table", "x.txt"], "must end in .parquet or .csv")):
-        proc = subprocess.run([sys.executable, "-m", "phasescan.evaluate", *args], cwd=ROOT,
-                              capture_output=True, text=True)
-        assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
-        assert "training" not in proc.stderr and not list(tmp_path.iterdir())
+        assert evaluate.main(args) == 2  # in process: the exit status main returns, its stderr
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err and "training" not in err, err
+        assert not list(tmp_path.iterdir())
 
 
 def test_an_out_dir_that_cannot_be_written_is_one_line(tmp_path):
