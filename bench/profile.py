@@ -60,8 +60,8 @@ def alternating_best(programs: dict, runs: list[dict], repeats: int) -> dict:
 def first_bucket(overrides: list[str]):
     """(config, the sweep's first bucket's runs, its train.Spec)."""
     from phasescan.engine.train import Spec
-    from phasescan.spec import grid
-    from phasescan.spec.config import compose
+    from phasescan.core import grid
+    from phasescan.core.config import compose
     cfg = compose(*overrides)
     runs = next(iter(grid.buckets(grid.expand(cfg)).values()))
     return cfg, runs, Spec.from_run(runs[0])
@@ -173,7 +173,7 @@ def print_timeline() -> None:
 def process(args) -> int:
     mark("interpreter up, profile module imported")
     from phasescan import __main__ as cli_module
-    mark("import phasescan.__main__ (Hydra, phasescan.spec.config)")
+    mark("import phasescan.__main__ (Hydra, phasescan.core.config)")
     from phasescan.runner import sweep  # noqa: F401  (what main() imports after Hydra's parsing)
     mark("import phasescan.runner.sweep (JAX, flax, optax, pandas)")
     install_timers()
@@ -240,8 +240,8 @@ def step(args) -> dict:
         sequential_programs,
     )
     from phasescan.engine import train
-    from phasescan.spec import grid
-    from phasescan.spec.config import compose
+    from phasescan.core import grid
+    from phasescan.core.config import compose
 
     cfg = compose(f"task.p={args.p}", f"model.d_model={args.d_model}", f"model.n_layers={args.n_layers}",
                   f"train.precision={args.precision}", f"sweep.seeds={args.models}",
@@ -540,7 +540,7 @@ def layout(args) -> dict:
     import pandas as pd
 
     from phasescan.runner.sweep import run_sweep
-    from phasescan.spec.config import compose
+    from phasescan.core.config import compose
     overrides = args.overrides or LAYOUT_SWEEP
     variants = {"chunks of 6, 1 device": ["sweep.chunk_size=6", "sweep.devices=1"],
                 **{f"chunks of {k}, 1 device": [f"sweep.chunk_size={k}", "sweep.devices=1"] for k in (3, 2, 1)},
@@ -582,7 +582,7 @@ def parser_for(name: str) -> argparse.ArgumentParser:
         parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="OVERRIDE",
                             help="python -m phasescan's overrides, passed on as they are")
     elif name == "step":
-        from phasescan.spec.config import PRECISIONS
+        from phasescan.core.config import PRECISIONS
         parser.add_argument("--p", type=int, default=59)
         parser.add_argument("--d-model", type=int, default=128)
         parser.add_argument("--n-layers", type=int, default=1)

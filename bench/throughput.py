@@ -42,8 +42,8 @@ from hydra.errors import HydraException
 
 from phasescan.engine import chunk, data, metrics, precision, train
 from phasescan.engine.loss import accurate_cross_entropy
-from phasescan.spec import grid
-from phasescan.spec.config import PRECISIONS, ConfigError, compose
+from phasescan.core import grid
+from phasescan.core.config import PRECISIONS, ConfigError, compose
 
 
 def flops_per_step(spec: train.Spec) -> dict[str, float]:

@@ -23,7 +23,7 @@ authors trained it:
   * at the end the metrics needed to compare with phasescan: losses and accuracies, gradient
     symmetricity (the same 300 triples as phasescan's default), distance irrelevance (correct
     logit, and the largest wrong logit), circularity, the parameter norm, and the label of
-    phasescan's rule without its circle steps (phasescan.spec.classify; for the full rule save the
+    phasescan's rule without its circle steps (phasescan.core.classify; for the full rule save the
     weights and run `python -m phasescan.evaluate` on them).
 
 By default every layer computes both positions, as an ordinary PyTorch transformer (and the
@@ -220,11 +220,11 @@ def final_metrics(model: Transformer, split, triples: np.ndarray) -> dict:
 
 
 def label(rows: list[dict]) -> list[str]:
-    """phasescan's rule (phasescan.spec.classify, default thresholds) without its circle steps."""
+    """phasescan's rule (phasescan.core.classify, default thresholds) without its circle steps."""
     import yaml
 
-    from phasescan.spec import classify
-    from phasescan.spec.config import CONF_DIR
+    from phasescan.core import classify
+    from phasescan.core.config import CONF_DIR
     thresholds = yaml.safe_load((CONF_DIR / "classify" / "default.yaml").read_text())
     columns = {k: np.array([r[k] for r in rows]) for k in ("grad_sym", "dist_irr", "test_acc",
                                                           "circularity", "diverged")}

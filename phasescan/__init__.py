@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .spec.config import ConfigError
-from .spec.version import __version__
+from .core.config import ConfigError
+from .core.version import __version__
 
 __all__ = ["run", "figures", "load", "load_model", "ConfigError", "__version__"]
 
@@ -53,7 +53,7 @@ def configure(overrides=None, out_dir=None) -> tuple[dict, list[str], str]:
     from omegaconf.errors import OmegaConfBaseException
 
     from .overrides import check, quote_value
-    from .spec.config import compose, merge_mapping
+    from .core.config import compose, merge_mapping
 
     if out_dir is not None and not isinstance(out_dir, (str, Path)):
         raise ConfigError(f"out_dir={out_dir!r}: must be None or a folder path (str or Path)")

@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from . import app
-from .spec.config import ConfigError
+from .core.config import ConfigError
 
 log = logging.getLogger("phasescan")
 
@@ -36,7 +36,7 @@ def hydra_dir(cfg: dict) -> Path | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from .spec import shard
+    from .core import shard
 
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -251,7 +251,7 @@ def cli() -> None:
 def version_line() -> str:
     from importlib.metadata import version
 
-    from .spec.version import __version__
+    from .core.version import __version__
     return f"phasescan {__version__} (hydra-core {version('hydra-core')}, jax {version('jax')})"
 
 

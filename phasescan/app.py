@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from .analysis import table
-from .spec.config import ConfigError
-from .spec.version import __version__
+from .core.config import ConfigError
+from .core.version import __version__
 
 log = logging.getLogger("phasescan")
 INVOCATIONS = "invocations.yaml"
@@ -54,8 +54,8 @@ def results_dir(cfg: dict, hydra_dir: Path | None = None) -> Path:
     hydra.run.dir set on the command line); else results/<sweep>/<timestamp>/ -- which a shard
     may not use (every shard of a sweep must write under the same folder). A shard writes into
     <that>/shard-<i>-of-<N>/ (phasescan.shard)."""
-    from .spec import shard
-    from .spec.config import path_problems
+    from .core import shard
+    from .core.config import path_problems
 
     problems = path_problems({"out_dir": cfg.get("out_dir")})
     if problems:  # before it becomes a Path (a number, an empty string: the current folder)

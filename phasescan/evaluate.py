@@ -32,15 +32,15 @@ from .engine.train import Spec
 from .runner import retrain
 from .runner.evaluate import evaluate_arrays
 from .runner.loaded import choices
-from .spec import grid
-from .spec.config import compose
+from .core import grid
+from .core.config import compose
 from .store import results, weights
 
 
 def check_overrides(overrides: list[str]) -> list[str]:
     """Problems of the measurement's overrides, found as a sweep's are (unknown keys, ranges)."""
     from .overrides import unknown_names
-    from .spec.config import check_options
+    from .core.config import check_options
 
     kept, problems = unknown_names(list(overrides))
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .plots.draw import draw
 from .runner.merge_shards import MergeError, merge
-from .spec.config import ConfigError
+from .core.config import ConfigError
 from .store import results
 
 

@@ -14,8 +14,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
 from hydra.errors import HydraException
 
-from .spec.config import CONF_DIR, ConfigError, compose
-from .spec.grid import RANGE  # Hydra would read linspace(0,1,3) as a call of its own
+from .core.config import CONF_DIR, ConfigError, compose
+from .core.grid import RANGE  # Hydra would read linspace(0,1,3) as a call of its own
 
 
 def quote_ranges(args: list[str]) -> list[str]:
@@ -172,8 +172,8 @@ def no_effect(args: list[str], cfg: dict) -> tuple[list[str], list[str]]:
     - a config-group option (model=linear_b) whose fields the sweep config sets again (its
       width 256 -> the demo's 64): a warning, the sweep's values are used.
     """
-    from .spec.config import FIELDS, UNUSED_FIELDS
-    from .spec.grid import variants_of
+    from .core.config import FIELDS, UNUSED_FIELDS
+    from .core.grid import variants_of
 
     problems, warnings = [], []
     written = parsed(args)

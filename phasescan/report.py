@@ -42,7 +42,7 @@ from pathlib import Path
 from .reports import paper
 from .reports.html import REPORT_HTML, write_html
 from .reports.markdown import report
-from .spec.config import ConfigError
+from .core.config import ConfigError
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from phasescan.spec.config import compose  # noqa: F401  (tests import it from here)
+from phasescan.core.config import compose  # noqa: F401  (tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 

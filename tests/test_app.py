@@ -15,7 +15,7 @@ from conftest import ROOT, TINY, run_cli
 
 import phasescan
 from phasescan.overrides import no_effect
-from phasescan.spec.config import compose
+from phasescan.core.config import compose
 
 
 def test_hydra_flags_pass_through():

@@ -16,8 +16,8 @@ from conftest import ROOT, TINY, compose, run_cli
 
 from bench import cpu_vs_torch, profile, throughput
 from phasescan.engine import train
-from phasescan.spec import grid
-from phasescan.spec.config import ConfigError
+from phasescan.core import grid
+from phasescan.core.config import ConfigError
 
 
 def xla_flops(compiled) -> float:

@@ -8,7 +8,7 @@ from conftest import TINY, compose
 
 from phasescan.engine import chunk, compile_cache
 from phasescan.engine.train import Spec
-from phasescan.spec import grid
+from phasescan.core import grid
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from phasescan.engine.chunk import compile_chunk, run_chunk
 from phasescan.engine.train import (DynamicsRows, DynamicsState, HParams, Spec, least_count,
                                     make_program)
 from phasescan.runner.sweep import run_sweep, sweep_identity
-from phasescan.spec import classify, grid
+from phasescan.core import classify, grid
 from phasescan.store import checkpoint, results
 
 DYNAMICS = ["memorize_step", "generalize_step", "perfect_train_step", "perfect_test_step",
@@ -184,7 +184,7 @@ def test_the_learning_phase_rule():
 
 
 def test_grokking_delay_is_validated_and_added_later():
-    from phasescan.spec.config import check_options
+    from phasescan.core.config import check_options
     cfg = compose()
     assert cfg["classify"]["grokking_delay"] == classify.GROKKING_DELAY
     assert not check_options(cfg)

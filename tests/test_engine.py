@@ -8,8 +8,8 @@ from conftest import TINY, compose, run_cli
 from phasescan import load
 from phasescan.engine.chunk import compile_chunk, run_chunk
 from phasescan.engine.train import Spec
-from phasescan.spec import grid
-from phasescan.spec.config import ConfigError
+from phasescan.core import grid
+from phasescan.core.config import ConfigError
 from phasescan.store.results import FIELD_COLUMNS, ID_COLUMNS, METRIC_COLUMNS
 
 

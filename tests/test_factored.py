@@ -12,8 +12,8 @@ import phasescan
 from phasescan.engine import data
 from phasescan.engine.model import Transformer, factored_logits
 from phasescan.engine.train import HParams, Spec, make_train
-from phasescan.spec import grid
-from phasescan.spec.config import ConfigError
+from phasescan.core import grid
+from phasescan.core.config import ConfigError
 
 RTOL = 1e-5  # relative to the largest entry: float32 rounding of sums of a few hundred terms
 

@@ -15,8 +15,8 @@ from conftest import ROOT, TINY, compose, run_cli
 from phasescan.engine.chunk import compile_chunk, run_chunk
 from phasescan.engine.train import Spec
 from phasescan.runner.sweep import run_sweep
-from phasescan.spec import grid
-from phasescan.spec.config import ConfigError
+from phasescan.core import grid
+from phasescan.core.config import ConfigError
 from phasescan.store import checkpoint, results, weights
 
 
@@ -227,7 +227,7 @@ def copy_of(folder, tmp_path):
 def refused(*overrides) -> list[str]:
     """The problems make_plan reports for TINY with these overrides (none: a plan)."""
     from phasescan.runner.sweep import make_plan
-    from phasescan.spec.config import ConfigError
+    from phasescan.core.config import ConfigError
     try:
         make_plan(compose(*TINY, *overrides))
     except ConfigError as error:
@@ -449,7 +449,7 @@ def test_the_resume_command_runs_when_pasted_for_any_folder_name(tmp_path, monke
 def test_validation_is_linear_in_an_axis_length_and_run_ids_are_unchanged():
     """values.count in a set comprehension: 80k values took 80 s; a million-run grid did not
     finish make_plan. 200,000 runs now take a second or two (the bound is only a hang guard)."""
-    code = ("import sys, time; from phasescan.spec.config import compose; "
+    code = ("import sys, time; from phasescan.core.config import compose; "
             "from phasescan.runner.sweep import make_plan; start = time.perf_counter(); "
             "plan = make_plan(compose(*sys.argv[1:])); print(len(plan.runs), time.perf_counter() - start)")
     proc = subprocess.run([sys.executable, "-c", code, *TINY, "sweep.seeds=1",

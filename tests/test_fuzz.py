@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from phasescan import overrides
 from phasescan.runner.sweep import make_plan
-from phasescan.spec.config import ConfigError, compose
+from phasescan.core.config import ConfigError, compose
 from phasescan.store import weights
 
 KEYS = ["task.p", "task.train_frac", "task.split_seed", "task.op", "task.input_format",

@@ -5,7 +5,7 @@ from conftest import TINY, run_cli
 
 from phasescan.engine.chunk import compile_chunk, run_chunk, split_history
 from phasescan.engine.train import Spec
-from phasescan.spec import grid
+from phasescan.core import grid
 from phasescan.store import history
 
 SCALARS = ("train_loss", "test_loss", "train_acc", "test_acc", "grad_sym", "dist_irr",

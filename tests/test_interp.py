@@ -14,7 +14,7 @@ import phasescan
 from phasescan.engine import data
 from phasescan.engine.model import Block
 from phasescan.engine.train import Spec, build_net
-from phasescan.spec.config import ConfigError
+from phasescan.core.config import ConfigError
 from phasescan.store import results, weights
 
 P, D = 11, 16

@@ -10,7 +10,7 @@ PACKAGE = ROOT / "phasescan"
 
 # The order of the layers, lowest first, written once: a module may import modules of its own
 # layer or of a lower one, never a higher. "commands" are the modules at the package's top.
-LAYERS = ["spec", "engine", "store", "analysis", "runner", "plots", "reports", "commands"]
+LAYERS = ["core", "engine", "store", "analysis", "runner", "plots", "reports", "commands"]
 COMMANDS = {"__init__", "__main__", "app", "overrides", "plot", "report", "evaluate", "merge"}
 NOT_CODE = {"conf"}  # the Hydra config groups: YAML shipped in the wheel
 
@@ -106,16 +106,16 @@ def test_no_import_cycle():
 def test_the_graph_is_read():
     """The reader finds the imports it must (a guard against a test that checks nothing)."""
     edges = graph()
-    assert {"spec.config", "engine.train"} <= edges["runner.sweep"]
-    assert "plots.draw" in edges["plot"] and "spec" in layer_of("spec.grid")
+    assert {"core.config", "engine.train"} <= edges["runner.sweep"]
+    assert "plots.draw" in edges["plot"] and "core" in layer_of("core.grid")
 
 
-def test_the_spec_layer_does_not_load_jax():
-    """Every module of the spec layer validates a sweep without importing JAX."""
+def test_the_core_layer_does_not_load_jax():
+    """Every module of the core layer validates a sweep without importing JAX."""
     import subprocess
     import sys
-    spec = sorted(m for m in modules() if layer_of(m) == "spec" and m != "spec")
-    code = (f"import sys; import {', '.join('phasescan.' + m for m in spec)}; "
+    core = sorted(m for m in modules() if layer_of(m) == "core" and m != "core")
+    code = (f"import sys; import {', '.join('phasescan.' + m for m in core)}; "
             "print('jax' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

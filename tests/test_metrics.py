@@ -11,8 +11,8 @@ import pytest
 from conftest import ROOT, TINY, run_cli
 
 from phasescan.engine import metrics
-from phasescan.spec import classify as classify_module
-from phasescan.spec.classify import classify
+from phasescan.core import classify as classify_module
+from phasescan.core.classify import classify
 from phasescan.store import weights
 
 P = 13

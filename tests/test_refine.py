@@ -6,8 +6,8 @@ import yaml
 from conftest import TINY, compose, run_cli
 
 from phasescan.analysis import refine
-from phasescan.spec import grid
-from phasescan.spec.config import ConfigError
+from phasescan.core import grid
+from phasescan.core.config import ConfigError
 
 TRUTH = {16: 0.37, 32: 0.81}  # the synthetic boundary per width
 

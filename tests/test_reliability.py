@@ -18,9 +18,9 @@ from conftest import ROOT, TINY, run_cli
 from phasescan import load, overrides
 from phasescan.engine.train import Spec
 from phasescan.runner import sweep
-from phasescan.spec import grid
-from phasescan.spec.classify import classify
-from phasescan.spec.config import ConfigError, compose
+from phasescan.core import grid
+from phasescan.core.classify import classify
+from phasescan.core.config import ConfigError, compose
 from phasescan.store import results
 
 # Two buckets (steps is shape-changing) of 4 models: enough for chunks, resumes and bucket order.
@@ -363,7 +363,7 @@ def test_write_atomic_leaves_nothing_when_writing_fails(tmp_path):
 
 def test_deterministic_flag_is_added_once_and_checked(monkeypatch):
     from phasescan.engine import determinism
-    from phasescan.spec.config import check_options, compose
+    from phasescan.core.config import check_options, compose
 
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
     determinism.enable(True)

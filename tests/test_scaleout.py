@@ -17,8 +17,8 @@ from conftest import ROOT, TINY, compose, run_cli
 from phasescan import load
 from phasescan.engine.train import Spec
 from phasescan.runner.sweep import chunk_size_for, run_sweep, sweep_devices
-from phasescan.spec import grid, shard
-from phasescan.spec.config import ConfigError
+from phasescan.core import grid, shard
+from phasescan.core.config import ConfigError
 from phasescan.store.results import METRIC_COLUMNS
 
 SHARDED = ["sweep.num_shards=2", "sweep.shard=range(2)", "hydra/launcher=submitit_local"]

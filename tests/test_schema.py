@@ -13,7 +13,7 @@ from conftest import ROOT, TINY, compose
 
 import phasescan
 from phasescan.runner.sweep import run_sweep
-from phasescan.spec.classify import ALGORITHMS
+from phasescan.core.classify import ALGORITHMS
 from phasescan.store import history, results
 
 SMALL = [*TINY, "train.steps=40", "sweep.seeds=1"]  # 2 models per sweep

@@ -14,7 +14,7 @@ from conftest import ROOT, TINY, compose
 from phasescan.engine.chunk import compile_chunk, run_chunk
 from phasescan.engine.train import Spec
 from phasescan.runner.sweep import run_sweep
-from phasescan.spec import grid
+from phasescan.core import grid
 from phasescan.store import checkpoint, results
 
 # One chunk of 2 models, long enough to be stopped in the middle: 40 segments of 50 steps, the
@@ -120,7 +120,7 @@ def test_the_bar_shows_a_rate_from_the_first_finished_segment():
     import io
     import time
 
-    from phasescan.spec.progress import Progress
+    from phasescan.core.progress import Progress
     out = io.StringIO()
     bar = Progress(total_models=4, total_steps=400, stream=out)
     time.sleep(0.2)
@@ -137,7 +137,7 @@ def test_a_log_file_gets_the_bar_as_a_line_now_and_then(monkeypatch):
     at most once a LOG_EVERY_S, not only at the end."""
     import io
 
-    from phasescan.spec import progress
+    from phasescan.core import progress
     monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
     out = io.StringIO()
     bar = progress.Progress(total_models=4, total_steps=400, stream=out)
@@ -220,7 +220,7 @@ def test_a_state_that_does_not_fit_is_set_aside_and_the_chunk_starts_over(tmp_pa
 def test_the_bar_keeps_compiling_apart_and_estimates_before_the_first_segment():
     import io
 
-    from phasescan.spec.progress import Progress
+    from phasescan.core.progress import Progress
     out = io.StringIO()  # not a terminal: the bar's state is written when it closes
     Progress(total_models=4, total_steps=400, stream=out, estimate_s=120.0).close()
     assert "ETA ~2m00s (estimate)" in out.getvalue() or "ETA ~1m59s (estimate)" in out.getvalue()

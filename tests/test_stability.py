@@ -7,7 +7,7 @@ from matplotlib.patches import Rectangle
 from phasescan import report
 from phasescan.analysis import stability
 from phasescan.plots import diagrams
-from phasescan.spec.config import ConfigError
+from phasescan.core.config import ConfigError
 
 
 def frame(labels: dict) -> pd.DataFrame:

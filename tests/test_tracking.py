@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT, TINY, compose
 
 from phasescan.runner import sweep
-from phasescan.spec.config import ConfigError
+from phasescan.core.config import ConfigError
 from phasescan.store import history, results, tracking
 
 CURVES = TINY + ["train.log_every=20"]  # steps 0, 20, 40, 60: 4 history rows a run
@@ -116,7 +116,7 @@ def test_each_model_is_one_offline_run_with_its_row_and_curve_logged_once(tmp_pa
 
 def test_tracking_none_never_imports_wandb_and_a_later_rerun_logs_the_runs(tmp_path, offline):
     out = tmp_path / "out"
-    code = ("import sys; from phasescan.runner import sweep; from phasescan.spec.config import compose; "
+    code = ("import sys; from phasescan.runner import sweep; from phasescan.core.config import compose; "
             f"sweep.run_sweep(compose(*{CURVES!r}), {str(out)!r}); print('wandb' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -13,8 +13,8 @@ from phasescan.engine import data, metrics
 from phasescan.engine.model import ACTIVATIONS
 from phasescan.engine.train import Spec, build_net
 from phasescan.runner.sweep import run_sweep
-from phasescan.spec import grid, tasks
-from phasescan.spec.config import ConfigError
+from phasescan.core import grid, tasks
+from phasescan.core.config import ConfigError
 from phasescan.store.results import FIELD_COLUMNS, ID_COLUMNS, METRIC_COLUMNS
 
 # Metrics that are NaN by definition for tasks that are not addition up to relabelling b.

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf, open_dict
 class SlurmLauncher(SubmititSlurmLauncher):
     def launch(self, job_overrides, initial_job_idx):
         from phasescan.__main__ import fail
-        from phasescan.spec.config import ConfigError
+        from phasescan.core.config import ConfigError
 
         try:
             problems = [problem for overrides in job_overrides

@@ -30,9 +30,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from ..spec import grid
-from ..spec.classify import ALGORITHMS
-from ..spec.config import FIELDS, MAX_SEED, ConfigError, is_int, is_number
+from ..core import grid
+from ..core.classify import ALGORITHMS
+from ..core.config import FIELDS, MAX_SEED, ConfigError, is_int, is_number
 from ..store import results
 from . import boundary
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..spec.classify import ALGORITHMS
-from ..spec.config import ConfigError
+from ..core.classify import ALGORITHMS
+from ..core.config import ConfigError
 from ..store import results
 
 KEYS = ("run_id", "algorithm")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..spec.classify import ALGORITHMS, LEARNING_PHASES
-from ..spec.config import FIELDS, ConfigError
+from ..core.classify import ALGORITHMS, LEARNING_PHASES
+from ..core.config import FIELDS, ConfigError
 
 INITIALS = {"clock": "C", "pizza": "P", "mixed": "m", "other": "o", "non_circular": "n", "unlearned": "u",
             "diverged": "d"}

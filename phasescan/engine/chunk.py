@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ..spec import grid
-from ..spec.tasks import INPUT_FORMATS
+from ..core import grid
+from ..core.tasks import INPUT_FORMATS
 from . import compile_cache
 from .train import HParams, Program, Spec, make_program
 

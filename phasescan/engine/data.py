@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..spec import tasks
-from ..spec.tasks import n_train
+from ..core import tasks
+from ..core.tasks import n_train
 
 
 def pairs(p: int) -> tuple[np.ndarray, np.ndarray]:

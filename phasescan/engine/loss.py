@@ -25,7 +25,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..spec.config import CROSS_ENTROPIES
+from ..core.config import CROSS_ENTROPIES
 
 
 def accurate_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ..spec.config import PRECISIONS
+from ..core.config import PRECISIONS
 
 _MATMUL = {"float32": "highest", "tf32": "default", "bfloat16": "default"}
 _COMPUTE = {"float32": jnp.float32, "tf32": jnp.float32, "bfloat16": jnp.bfloat16}

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..spec.config import DYNAMICS_EVERY, MODEL_KINDS, STATIC, VMAPPED
-from ..spec.tasks import n_train
+from ..core.config import DYNAMICS_EVERY, MODEL_KINDS, STATIC, VMAPPED
+from ..core.tasks import n_train
 from . import data, metrics, precision
 from .linear import KINDS as LINEAR_KINDS
 from .linear import LinearModel

@@ -13,7 +13,7 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from ..analysis import table
-from ..spec.classify import ALGORITHMS, LEARNING_PHASES
+from ..core.classify import ALGORITHMS, LEARNING_PHASES
 from .style import CLASS_COLORS, COLORS, LOG_AXES, PHASE_COLORS, label, pooled_values
 
 CIRCULAR_MIN = 0.995  # the paper keeps models with circularity >= 99.5% in its scatter plots

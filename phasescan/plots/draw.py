@@ -10,8 +10,8 @@ from matplotlib.figure import Figure
 
 from ..analysis import boundary, refine, stability, table
 from ..runner import retrain
-from ..spec import grid
-from ..spec.config import ConfigError
+from ..core import grid
+from ..core.config import ConfigError
 from ..store import history, results
 from .diagrams import (
     circle_shares,
@@ -63,7 +63,7 @@ def summary_figures(source, x: str = "attn_rate", y: str = "d_model") -> dict[st
     or a runs table (its .attrs["out_dir"], when set, gives the classification thresholds)."""
     from matplotlib import rc_context
 
-    from ..spec.config import compose
+    from ..core.config import compose
     frame = source if isinstance(source, pd.DataFrame) else results.load(source)
     if isinstance(source, pd.DataFrame):
         folder = frame.attrs.get("out_dir")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis import refine
-from ..spec.classify import ALGORITHMS
+from ..core.classify import ALGORITHMS
 from ..store import results
 from .style import COLORS
 from .training import save_pyplot

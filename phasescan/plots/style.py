@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..analysis.table import short
-from ..spec.classify import ALGORITHMS, LEARNING_PHASES
+from ..core.classify import ALGORITHMS, LEARNING_PHASES
 
 # Okabe-Ito, one fixed colour per class (colour-blind safe).
 COLORS = {"clock": "#0072B2", "pizza": "#E69F00", "mixed": "#D55E00", "other": "#CC79A7",

@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 
 from ..analysis import settling
 from ..analysis.table import swept_axes  # noqa: E402
-from ..spec.classify import ALGORITHMS  # noqa: E402
+from ..core.classify import ALGORITHMS  # noqa: E402
 from ..store import history, results
 from .style import COLORS, OKABE_ITO, pooled_values  # noqa: E402  (one colour per class in every figure)
 

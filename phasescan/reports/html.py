@@ -16,7 +16,7 @@ from ..analysis import boundary, table
 from ..engine.train import FIT_LOSS
 from ..plots import draw
 from ..plots.style import COLORS, STYLE
-from ..spec.classify import ALGORITHMS
+from ..core.classify import ALGORITHMS
 from ..store import results
 from .markdown import CIRCLE_NOTE, DYNAMICS_TEXT, interval_note, manifest_line, numbers, pooled_sentence
 

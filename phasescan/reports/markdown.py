@@ -13,8 +13,8 @@ from ..analysis import boundary, table
 from ..engine.train import FIT_LOSS
 from ..plots.diagrams import CIRCULAR_MIN, interval_problem
 from ..plots.style import pooled_values
-from ..spec.classify import ALGORITHMS, LEARNING_PHASES
-from ..spec.config import ConfigError
+from ..core.classify import ALGORITHMS, LEARNING_PHASES
+from ..core.config import ConfigError
 from ..store import results
 
 

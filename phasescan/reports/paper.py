@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..analysis import boundary
 from ..engine.train import FIT_LOSS
-from ..spec.classify import ALGORITHMS
+from ..core.classify import ALGORITHMS
 from ..store import results
 
 CIRCULAR = 0.995  # the authors' plots keep models with circularity >= 0.995

@@ -15,8 +15,8 @@ import numpy as np
 
 from ..engine import data, metrics
 from ..engine.train import Spec, build_net
-from ..spec import grid
-from ..spec.config import compose
+from ..core import grid
+from ..core.config import compose
 from ..store import results, weights
 
 

@@ -19,8 +19,8 @@ import numpy as np
 from ..engine import data
 from ..engine.model import ACTIVATIONS
 from ..engine.train import Spec, build_net
-from ..spec import grid
-from ..spec.config import ConfigError, compose
+from ..core import grid
+from ..core.config import ConfigError, compose
 from ..store import results, weights
 
 LISTED = 20  # run ids named in an error, at most

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..spec import grid, shard
-from ..spec.config import ConfigError, flatten, is_int
+from ..core import grid, shard
+from ..core.config import ConfigError, flatten, is_int
 from ..store import history, results
 from .sweep import sweep_identity
 

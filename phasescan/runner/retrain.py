@@ -15,9 +15,9 @@ import pandas as pd
 
 from ..engine.chunk import chunk_size_for, compile_chunk, run_chunk
 from ..engine.train import Spec
-from ..spec import grid
-from ..spec.config import ConfigError
-from ..spec.progress import Progress
+from ..core import grid
+from ..core.config import ConfigError
+from ..core.progress import Progress
 from ..store import results, weights
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from ..engine.chunk import bytes_per_model, chunk_size_for, shared_bytes
 from ..engine.train import Spec
-from ..spec import grid, shard
-from ..spec.config import COMPILE_CACHE_OFF
+from ..core import grid, shard
+from ..core.config import COMPILE_CACHE_OFF
 from ..store import results
 
 RATES = "rates.json"

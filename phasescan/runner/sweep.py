@@ -10,7 +10,7 @@ over the whole bucket, done or not, so a resumed sweep runs its remaining models
 compiled programs as an uninterrupted one and gets the same bits. A chunk that runs the device
 out of memory is split in halves and retried (docs/reliability.md). Each chunk's model axis is
 split over the local devices (`sweep.devices`); `sweep.num_shards` picks this process's share of
-the grid (phasescan/spec/shard.py). Refinement (phasescan/analysis/refine.py) trains its added runs through the
+the grid (phasescan/core/shard.py). Refinement (phasescan/analysis/refine.py) trains its added runs through the
 same chunk loop, `train_runs`.
 """
 from __future__ import annotations
@@ -40,9 +40,9 @@ from ..engine.chunk import (
     split_history,
 )
 from ..engine.train import Spec
-from ..spec import classify, grid, shard
-from ..spec.config import ConfigError, check_options, identity_differences, is_int
-from ..spec.progress import Progress
+from ..core import classify, grid, shard
+from ..core.config import ConfigError, check_options, identity_differences, is_int
+from ..core.progress import Progress
 from ..store import checkpoint, history, results, tracking, weights
 from . import summary
 

@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from ..spec.config import ConfigError
+from ..core.config import ConfigError
 
 INSTALL = 'pip install "phasescan[interp]"'
 # The state-dict entries phasescan has no counterpart of: zero in the exported model.

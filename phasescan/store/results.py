@@ -34,9 +34,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..spec.classify import ALGORITHMS, LEARNING_PHASES, circle_algorithms, classify, learning_phase
-from ..spec.config import FIELDS, ConfigError
-from ..spec.version import __version__
+from ..core.classify import ALGORITHMS, LEARNING_PHASES, circle_algorithms, classify, learning_phase
+from ..core.config import FIELDS, ConfigError
+from ..core.version import __version__
 
 log = logging.getLogger("phasescan")
 
@@ -549,7 +549,7 @@ def read_config(out_dir: Path) -> dict:
     if path.is_file() and path.stat().st_size:
         return parse_config(path)
     if not (Path(out_dir) / MANIFEST).is_file():
-        from ..spec.config import compose
+        from ..core.config import compose
         return compose()
     raise ConfigError(f"{path}: missing, so the thresholds of {out_dir}'s runs are unknown; run its "
                       f"sweep's command again (the last in {Path(out_dir) / 'invocations.yaml'}) to "

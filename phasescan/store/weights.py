@@ -76,8 +76,8 @@ def check(arrays: dict) -> list[str]:
     """Every problem of an interchange dict, one line each, before anything is allocated from
     it: unknown or missing keys, scalars checked as their config fields, each array's dtype and
     its shape against the others (docs/weights-format.md)."""
-    from ..spec.config import ConfigError, coerce, split_problems
-    from ..spec.tasks import INPUT_FORMATS
+    from ..core.config import ConfigError, coerce, split_problems
+    from ..core.tasks import INPUT_FORMATS
 
     problems, scalars = [], {}
     known = {"embed", "pos_embed", "unembed", "run_id", *LAYER_KEYS, *LINEAR_KEYS, *SCALAR_FIELDS}
