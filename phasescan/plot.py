@@ -9,6 +9,8 @@ Figures (one file per figure and format):
                     / runs); the Pizza -> Clock boundary (boundary.estimate) and its 95% bootstrap
                     interval drawn on it (below MIN_CI_RUNS runs per cell the legend says n is too
                     small instead). With one y value: the share of each algorithm along x.
+                    Dashed outlines: fragile cells, when `phasescan.report DIR --stability
+                    OTHER_DIR` recorded a comparison (stability.parquet).
   metric_heatmaps   median gradient symmetricity and distance irrelevance per cell; cells where
                     no run learned are hatched, without a number.
   paper_scatter     the paper's views: x vs distance irrelevance, and x vs y, coloured by
@@ -34,7 +36,7 @@ from flax.errors import FlaxError
 from .analysis import table
 from .plots.diagrams import CIRCULAR_MIN
 from .plots.draw import draw
-from .spec.config import ConfigError
+from .core.config import ConfigError
 from .store import results, weights
 
 
