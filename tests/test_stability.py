@@ -6,7 +6,7 @@ from matplotlib.patches import Rectangle
 
 from phasescan import report
 from phasescan.analysis import stability
-from phasescan.plots import diagrams
+from phasescan.plots import diagrams, draw
 from phasescan.core.config import ConfigError
 
 
@@ -77,8 +77,11 @@ def outlines(fig) -> list[Rectangle]:
             if isinstance(r, Rectangle) and r.get_linestyle() == "--" and r.get_edgecolor()[3] > 0]
 
 
-def test_the_phase_diagram_outlines_the_fragile_cells():
+def test_the_phase_diagram_outlines_the_fragile_cells(tmp_path):
     runs = frame(A)
+    stability.record(tmp_path, "b", runs, frame(B))  # what a folder's figures read (draw, report --html)
+    name, fig = next(draw.sweep_figures(runs, "attn_rate", "d_model", [], None, {}, out_dir=tmp_path))
+    assert name == "phase_diagram" and len(outlines(fig)) == 1
     fragile = stability.compare(runs, frame(B), ["attn_rate", "d_model"]).query("fragile")[["attn_rate", "d_model"]]
     fig = diagrams.phase_diagram(runs, "attn_rate", "d_model", [], None, fragile=fragile)
     (outline,) = outlines(fig)
