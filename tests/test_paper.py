@@ -62,6 +62,9 @@ def test_verdicts_follow_their_rules():
     assert slope["hi"] < 0
     assert paper.verdicts(falling, paper.boundaries(falling, n_boot=100), slope)[1].split(": ")[1].startswith(
         "contradicted")
+    one = study({128: 0.65})  # a fixed-width study says nothing on widths
+    second = paper.verdicts(one, paper.boundaries(one, n_boot=100), paper.width_slope(one, n_boot=100))[1]
+    assert second == "2. Wider models stay Pizza to higher rates: not tested here: one width (128); a width sweep tests it."
 
 
 def test_cli_paper(tmp_path, capsys):

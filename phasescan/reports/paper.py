@@ -255,7 +255,9 @@ def verdicts(runs: pd.DataFrame, bounds: pd.DataFrame, slope: dict) -> list[str]
         first = (f"not reproduced: at d = {near} the Pizza -> Clock boundary is {row['pizza -> clock']:.2f} "
                  f"[{lo:.2f}, {hi:.2f}], outside the reference's 0.5-0.7")
     s, slo, shi = slope["slope"], slope["lo"], slope["hi"]
-    if not np.isfinite(s):
+    if len(widths) == 1:
+        second = f"not tested here: one width ({widths[0]}); a width sweep tests it"
+    elif not np.isfinite(s):
         second = f"not resolvable: a boundary at {slope['widths']} width(s) only"
     elif slo > 0:
         second = f"reproduced: the boundary rises by {s:.3f} per doubling of width [{slo:.3f}, {shi:.3f}]"
@@ -364,8 +366,9 @@ def compare(out_dir: Path, n_boot: int = 1000, added=()) -> str:
         ladder = said
     parts += ["**Boundary per width** (Pizza -> Clock: the Pizza share among Pizza and Clock runs first below 1/2; "
               "95% bootstrap interval over seeds):\n", _md(bounds) + "\n",
-              f"Slope of the boundary on log2(width): {slope['slope']:+.3f} per doubling, 95% interval "
-              f"[{slope['lo']:+.3f}, {slope['hi']:+.3f}] over {slope['widths']} widths.\n",
+              *([f"Slope of the boundary on log2(width): {slope['slope']:+.3f} per doubling, 95% interval "
+                 f"[{slope['lo']:+.3f}, {slope['hi']:+.3f}] over {slope['widths']} widths.\n"]
+                if runs["d_model"].nunique() > 1 else []),
               "**Per attention-rate bin, all widths** (reference, d = 128, circular runs, top-wrong DI: "
               + "; ".join(f"{b}: grad_sym {g}, dist_irr_top_wrong {d}" for b, (g, d) in REFERENCE_BINS.items()) + "):\n",
               _md(bins(runs)) + "\n"]
