@@ -10,9 +10,9 @@ AMX) rounds float32 matmuls differently and thousands of steps amplify that by p
 test_acc 0.962 -> 0.981 on an Intel Xeon for a study trained elsewhere), so there the test asks
 for what the phase diagram shows: the cell's majority label.
 
-results/cpu/fixed_width_p59 (sweep=cpu_fixed_width_p59, p 59, d 128, 20,000 steps) is too long
-to train again in a test; its history (every 500 steps) lets the first 500 steps of one cell
-train again in about a minute and be held to the committed step-500 rows, the same way.
+results/cpu/fixed_width_p59 and results/cpu/p_ladder (20,000 steps each) are too long to train
+again in a test; their history (every 500 steps) lets the first 500 steps of one cell of the
+cheapest size train again in about a minute and be held to the committed step-500 rows, the same way.
 """
 import json
 
@@ -71,22 +71,30 @@ def assert_reproduced(again, committed, exact: bool) -> None:
         assert again["algorithm"].mode()[0] == committed["algorithm"].mode()[0]
 
 
-P59 = ROOT / "results" / "cpu" / "fixed_width_p59"
-P59_STEPS = 500  # the first history row after the start
+FIRST_STEPS = 500  # the first history row after the start
 
 
-@pytest.mark.skipif(not (P59 / "history.parquet").is_file(), reason="fixed_width_p59 not committed yet")
-def test_the_first_steps_of_a_p59_cell_train_again_to_its_history(tmp_path):
-    cfg = yaml.safe_load((P59 / "config.yaml").read_text())
-    assert cfg["sweep"]["name"] == "cpu_fixed_width_p59" and cfg["sweep"]["chunk_size"] == cfg["sweep"]["seeds"]
-    history = pd.read_parquet(P59 / "history.parquet")
-    runs = phasescan.load(P59)[["run_id", "attn_rate", "seed"]]
+@pytest.mark.parametrize("name", ["fixed_width_p59", "p_ladder"])
+def test_the_first_steps_of_a_cell_train_again_to_its_history(name, tmp_path):
+    """The 20,000-step studies: the first 500 steps of one cell of the cheapest (p, d_model),
+    held to the committed history rows of that step."""
+    study = ROOT / "results" / "cpu" / name
+    if not (study / "history.parquet").is_file():
+        pytest.skip(f"{name} not finished and committed yet")
+    cfg = yaml.safe_load((study / "config.yaml").read_text())
+    assert cfg["sweep"]["name"] == f"cpu_{name}" and cfg["sweep"]["chunk_size"] == cfg["sweep"]["seeds"]
+    runs = phasescan.load(study)
+    p, width = min(set(zip(runs["p"], runs["d_model"])), key=lambda size: size[0] * size[1])
+    runs = runs[(runs["p"] == p) & (runs["d_model"] == width)]
     rate = float(runs["attn_rate"].max())  # any cell is a chunk; the clock end
-    cell = (history[history["step"] == P59_STEPS].merge(runs, on="run_id")
+    history = pd.read_parquet(study / "history.parquet")
+    cell = (history[history["step"] == FIRST_STEPS].merge(runs[["run_id", "attn_rate", "seed"]], on="run_id")
             .query("attn_rate == @rate").sort_values("seed").reset_index(drop=True))
+    if cfg["sweep"].get("variants"):
+        cfg["sweep"]["variants"] = [v for v in cfg["sweep"]["variants"] if (v["p"], v["d_model"]) == (p, width)]
     cfg["sweep"]["axes"] |= {"attn_rate": [rate]}
-    cfg["train"] |= {"steps": P59_STEPS, "log_every": None}
+    cfg["train"] |= {"steps": FIRST_STEPS, "log_every": None}
     cfg |= {"out_dir": str(tmp_path / "again"), "plot": False, "save_weights": "none", "tracking": "none"}
     again = phasescan.run(cfg).sort_values("seed").reset_index(drop=True)
     assert list(again["seed"]) == list(cell["seed"]) and len(cell) == cfg["sweep"]["seeds"]
-    assert_reproduced(again, cell, on_its_cpu(P59))
+    assert_reproduced(again, cell, on_its_cpu(study))
