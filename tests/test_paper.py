@@ -48,6 +48,14 @@ def test_bins_medians_and_shares():
     assert table.loc["0.0-0.1", "circ >= 0.995"] == 0.5
 
 
+def test_convergence_gives_the_generalization_delay_where_the_folder_has_it():
+    runs = study({128: 0.55}, seeds=4)
+    assert (paper.convergence(runs)["generalization_delay"] == "n/a").all()  # a folder from before the dynamics
+    runs["generalization_delay"] = np.arange(len(runs), dtype=float)  # 0 .. 43
+    row = paper.convergence(runs).set_index("d_model").loc["all"]
+    assert row["generalization_delay"] == "21.5 (10.8 / 32.2)"
+
+
 def test_verdicts_follow_their_rules():
     rising = study({32: 0.45, 64: 0.55, 128: 0.65, 256: 0.75})
     bounds = paper.boundaries(rising, n_boot=100)

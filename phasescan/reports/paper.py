@@ -48,6 +48,7 @@ REFERENCE_CONVERGENCE = {
     "param_norm": "24.4 (quartiles 24.0 / 25.0); 24.2-25.0 in every width band",
     "test_acc": "1.0 in 99% of runs",
     "circularity": "median 0.989; a third >= 0.995; a quarter < 0.94",
+    "generalization_delay": "median 47.7 (quartiles 41.8 / 54.5) at p = 59, d = 128, 47-50 in every attention-rate bin",
 }
 LEARNED = ("pizza", "clock", "mixed", "other", "non_circular")
 
@@ -86,7 +87,8 @@ def bins(runs: pd.DataFrame) -> pd.DataFrame:
 
 def convergence(runs: pd.DataFrame, by: str | None = "d_model") -> pd.DataFrame:
     """Median (quartiles) of the final training loss and parameter norm, the share with test
-    accuracy 1 and with a loss spike after fitting, the circularity facts; per `by` and overall."""
+    accuracy 1 and with a loss spike after fitting, the circularity facts, the median (quartiles)
+    generalization delay; per `by` and overall."""
     def facts(group, label):
         q = lambda c: f"{group[c].median():.3g} ({group[c].quantile(0.25):.3g} / {group[c].quantile(0.75):.3g})"
         return {by or "runs": label, "runs": len(group), "train_loss": q("train_loss"), "param_norm": q("param_norm"),
@@ -94,7 +96,10 @@ def convergence(runs: pd.DataFrame, by: str | None = "d_model") -> pd.DataFrame:
                 "spiking": f"{(group['spike_loss'] > FIT_LOSS).mean():.2f}" if "spike_loss" in group else "n/a",
                 "circularity median": f"{group['circularity'].median():.3f}",
                 f"circ >= {CIRCULAR}": f"{(group['circularity'] >= CIRCULAR).mean():.2f}",
-                "circ < 0.94": f"{(group['circularity'] < 0.94).mean():.2f}"}
+                "circ < 0.94": f"{(group['circularity'] < 0.94).mean():.2f}",
+                # the authors' generalization_delay1 (older folders lack the dynamics columns)
+                "generalization_delay": q("generalization_delay")
+                if group.get("generalization_delay", pd.Series(dtype=float)).notna().any() else "n/a"}
     rows = [facts(g, v) for v, g in runs.groupby(by, sort=True)] if by else []
     return pd.DataFrame(rows + [facts(runs, "all")])
 
