@@ -18,12 +18,12 @@ def not_blank(path) -> bool:
     return pixels.std() > 0.05 and (pixels < 0.5).mean() > 0.002
 
 
-def synthetic(truth: dict, seeds: int = 8, seed: int = 0) -> pd.DataFrame:
+def synthetic(truth: dict, seeds: int = 8, seed: int = 0, rates=None) -> pd.DataFrame:
     """Pizza below the true boundary, Clock above, with labels mixed near it; metrics to match."""
     rng = np.random.default_rng(seed)
     rows = []
     for width, b in truth.items():
-        for x in np.round(np.linspace(0, 1, 11), 2):
+        for x in np.round(np.linspace(0, 1, 11), 2) if rates is None else rates:
             for s in range(seeds):
                 pizza = x < b if abs(x - b) > 0.08 else rng.random() < 0.5 - (x - b) * 5
                 rows.append({"run_id": f"r{len(rows)}", "run_index": len(rows), "seed": s,
@@ -174,9 +174,9 @@ def test_models_whose_weights_were_not_kept_are_trained_again_with_their_chunk_b
 # ---------------------------------------------------------------- figure details
 
 def test_1d_diagram_axis_holds_the_bars_and_no_more():
-    for rates in ([0.0, 0.5, 1.0], list(np.round(np.linspace(0, 1, 11), 2))):
-        frame = synthetic({64: 0.5}, seeds=8)
-        frame = frame[frame["attn_rate"].isin(rates)]
+    p59_rates = [0.0, 0.2, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.9, 1.0]  # 13: every bar labelled
+    for rates in ([0.0, 0.5, 1.0], list(np.round(np.linspace(0, 1, 11), 2)), p59_rates):
+        frame = synthetic({64: 0.5}, seeds=8, rates=rates)
         fig = diagrams.phase_diagram(frame, "attn_rate", "d_model", [], boundary.estimate(frame))
         ax = fig.axes[0]
         lo, hi = ax.get_xlim()

@@ -154,6 +154,7 @@ def _draw_boundary(ax, bounds: pd.DataFrame, y: str, ys: np.ndarray, xs: np.ndar
     return handles
 
 
+MAX_BAR_LABELS = 24  # a 1-D diagram labels every bar up to this many (the p = 59 study: 13)
 FRAGILE_STYLE = dict(facecolor="none", edgecolor="black", linestyle="--", lw=1.6, zorder=4)
 
 
@@ -203,7 +204,8 @@ def phase_shares(cells, x, xs, y, y_value, bound, note, label_column: str = "alg
         if problem is not None:  # said in the legend instead of an interval
             extra.append(Patch(facecolor="none", edgecolor="none", label="{}\n({})".format(*problem)))
     ax.set_xlim(-0.5 - 0.05, len(xs) - 0.5 + 0.05)  # the bars and a small margin
-    shown = np.unique(np.linspace(0, len(xs) - 1, min(len(xs), 12)).round().astype(int))
+    # every bar its label (rotated past 12); only a long axis is thinned, evenly
+    shown = np.unique(np.linspace(0, len(xs) - 1, min(len(xs), MAX_BAR_LABELS)).round().astype(int))
     ax.set_xticks(shown, [table.short(xs[i]) for i in shown], rotation=45 if len(xs) > 12 else 0)
     ax.set_ylim(0, 1)
     ax.set_xlabel(label(x) + (" (one bar per value)" if len(xs) > 1 else ""))
