@@ -88,14 +88,37 @@ def states(name: str) -> list[tuple[str, str]]:
     return [(job, state.split()[0]) for job, state in (line.split("|")[:2] for line in lines)]  # "CANCELLED by 0"
 
 
+FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED", "DEADLINE"}
+
+
+def settled_states(name: str, seconds: float = 90) -> list[tuple[str, str]]:
+    """states(name) once every job's last run has ended. slurmdbd records a run's end after the
+    job's result is on disk, so sacct read at once may miss the last run (a requeued job then
+    shows REQUEUED last). A run requeued after its job's result was written (a late time-limit
+    signal) is released and waited for too."""
+    deadline = time.monotonic() + seconds
+    while True:
+        last = dict(states(name))  # each job's last run
+        if last and set(last.values()) <= FINAL:
+            return states(name)
+        assert time.monotonic() < deadline, f"sacct still shows {states(name)} after {seconds} s"
+        release_requeued(name)
+        time.sleep(0.5)
+
+
+def release_requeued(name: str) -> None:
+    """Start at once the jobs named `name` that SLURM holds after a requeue."""
+    for job, state, reason in jobs(name):
+        if state == "PENDING" and reason == "BeginTime":
+            slurm("scontrol", "update", f"jobid={job}", "StartTime=now")
+
+
 def wait(proc: subprocess.Popen, name: str, seconds: float, every=None) -> str:
     """proc's output once it ends; meanwhile a requeued job named `name` is released at once."""
     deadline = time.monotonic() + seconds
     while proc.poll() is None:
         assert time.monotonic() < deadline, f"still running after {seconds} s: {jobs(name)}"
-        for job, state, reason in jobs(name):
-            if state == "PENDING" and reason == "BeginTime":  # SLURM's hold after a requeue
-                slurm("scontrol", "update", f"jobid={job}", "StartTime=now")
+        release_requeued(name)
         if every:
             every()
         time.sleep(0.5)
@@ -145,13 +168,13 @@ def test_a_shard_cancelled_is_named_by_merge_and_the_same_command_finishes_it(tm
         assert refused.returncode != 0 and "shard 1 of 2" in refused.stderr, refused.stderr
         print(refused.stderr)  # what merge says of the cancelled shard (pytest -s shows it)
         assert not (sweep_dir / "runs.parquet").exists()
-        assert dict(states(name))[cancelled[0]] == "CANCELLED"
+        assert dict(settled_states(name))[cancelled[0]] == "CANCELLED"
         again = launch(sweep_dir, name, *command)
         out = wait(again, name, 240)
         assert again.returncode == 0, out[-3000:]
         assert merge(sweep_dir).returncode == 0
         pd.testing.assert_frame_equal(pd.read_parquet(sweep_dir / "runs.parquet"), reference.result())
-    assert {state for _, state in states(name)} == {"CANCELLED", "COMPLETED"}
+    assert {state for _, state in settled_states(name)} == {"CANCELLED", "COMPLETED"}
 
 
 @needs_cluster
@@ -177,11 +200,11 @@ def test_a_shard_past_its_time_limit_is_requeued_and_finishes_as_if_uninterrupte
     said = [line for line in log.splitlines() if re.search(
         r"SIGUSR2|stopped at step|Requeued job|resuming \d+ model|Job completed", line)]
     print("\n".join(said))  # the requeue, as the job's logs tell it (pytest -s shows it)
-    manifest = json.loads((shard / "manifest.json").read_text())
+    runs = [state for _, state in settled_states(name)]
+    manifest = json.loads((shard / "manifest.json").read_text())  # after the last run
     assert manifest["resumes"] >= 1 and manifest["finished"]
     assert re.search(r"stopped at step \d+ of a chunk of 2 model\(s\); its state is saved; SIGUSR2 passed on", log)
     assert "Requeued job" in log and re.search(r"resuming 2 model\(s\) at step [1-9]\d*", log)
-    runs = [state for _, state in states(name)]
     assert runs.count("REQUEUED") == manifest["resumes"] and runs[-1] == "COMPLETED", runs
 
 
