@@ -292,7 +292,7 @@ def test_each_bad_input_names_key_value_and_allowed(override, says, tmp_path):
 
 
 @pytest.mark.parametrize("override, says", [
-    ("sweep=nope", "sweep=nope: unknown sweep (allowed: cpu_fixed_width_p59, cpu_learning_phases,"),
+    ("sweep=nope", "sweep=nope: unknown sweep (allowed: cpu_delay_p59, cpu_fixed_width_p59, cpu_learning_phases,"),
     ("sweep.axes.foo=[1]", "sweep.axes.foo=[1]: unknown axis (allowed: p, train_frac,"),
     ("model.dmodel=32", "model.dmodel=32: unknown key in model (allowed: kind, d_model,"),
     ("classify.min_acc=0.5", "classify.min_acc=0.5: unknown key in classify (allowed: min_test_acc,"),
