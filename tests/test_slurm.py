@@ -98,10 +98,11 @@ def settled_states(name: str, seconds: float = 90) -> list[tuple[str, str]]:
     signal) is released and waited for too."""
     deadline = time.monotonic() + seconds
     while True:
-        last = dict(states(name))  # each job's last run
+        seen = states(name)
+        last = dict(seen)  # each job's last run
         if last and set(last.values()) <= FINAL:
-            return states(name)
-        assert time.monotonic() < deadline, f"sacct still shows {states(name)} after {seconds} s"
+            return seen
+        assert time.monotonic() < deadline, f"sacct still shows {seen} after {seconds} s"
         release_requeued(name)
         time.sleep(0.5)
 

@@ -92,7 +92,8 @@ def convergence(runs: pd.DataFrame, by: str | None = "d_model") -> pd.DataFrame:
     initialisations) the medians cover: at p = 59 the delay is set by the seed, not the rate."""
     def facts(group, label):
         q = lambda c: f"{group[c].median():.3g} ({group[c].quantile(0.25):.3g} / {group[c].quantile(0.75):.3g})"
-        return {by or "runs": label, "runs": len(group), "seeds": group["seed"].nunique(), "train_loss": q("train_loss"), "param_norm": q("param_norm"),
+        return {by or "runs": label, "runs": len(group), "seeds": group["seed"].nunique(),
+                "train_loss": q("train_loss"), "param_norm": q("param_norm"),
                 "test_acc = 1": f"{(group['test_acc'] == 1).mean():.2f}",
                 "spiking": f"{(group['spike_loss'] > FIT_LOSS).mean():.2f}" if "spike_loss" in group else "n/a",
                 "circularity median": f"{group['circularity'].median():.3f}",
