@@ -74,6 +74,12 @@ def test_verdicts_follow_their_rules():
     one = study({128: 0.65})  # a fixed-width study says nothing on widths
     second = paper.verdicts(one, paper.boundaries(one, n_boot=100), paper.width_slope(one, n_boot=100))[1]
     assert second == "2. Wider models stay Pizza to higher rates: not tested here: one width (128); a width sweep tests it."
+    # one attention rate (the delay study): neither boundary is tested, whatever its labels
+    single = one[one["attn_rate"] == 0.5]
+    first, _, third = paper.verdicts(single, paper.boundaries(single, n_boot=100), paper.width_slope(single, n_boot=100))
+    untested = "not tested here: one attention rate (0.5); a sweep over attention rates tests it."
+    assert first == f"1. The attention-rate transition: {untested}"
+    assert third == f"3. The boundary by grad_sym alone: {untested}"
 
 
 def test_cli_paper(tmp_path, capsys):

@@ -241,8 +241,10 @@ def verdicts(runs: pd.DataFrame, bounds: pd.DataFrame, slope: dict) -> list[str]
        the reference's 0.5-0.7: reproduced; an interval outside it, or no crossing: not
        reproduced; no interval (too few runs) or one wider than 0.5: not resolvable.
     2. wider models stay Pizza to higher rates: the slope of the boundary on log2(width) has a
-       95% interval above 0: reproduced; below 0: contradicted; containing 0: not resolvable."""
+       95% interval above 0: reproduced; below 0: contradicted; containing 0: not resolvable.
+    A folder of one attention rate (e.g. the delay study) tests neither boundary: 1 and 3 say so."""
     widths = bounds["d_model"].to_numpy()
+    rates = np.unique(runs["attn_rate"])
     near = widths[np.argmin(np.abs(np.log2(widths) - 7))]
     row = bounds.set_index("d_model").loc[near]
     lo, hi = row["95% lo"], row["95% hi"]
@@ -273,6 +275,11 @@ def verdicts(runs: pd.DataFrame, bounds: pd.DataFrame, slope: dict) -> list[str]
     else:
         second = (f"not resolvable with this many seeds: slope {s:+.3f} per doubling of width, "
                   f"95% interval [{slo:+.3f}, {shi:+.3f}] contains 0")
+    if len(rates) == 1:
+        untested = f"not tested here: one attention rate ({rates[0]:g}); a sweep over attention rates tests it"
+        return [f"1. The attention-rate transition: {untested}.",
+                f"2. Wider models stay Pizza to higher rates: {second}.",
+                f"3. The boundary by grad_sym alone: {untested}."]
     return [f"1. The attention-rate transition: {present}; its location {first}.",
             f"2. Wider models stay Pizza to higher rates: {second}.",
             f"3. {grad_sym_verdict(row, near)}"]
