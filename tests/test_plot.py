@@ -229,3 +229,29 @@ def test_pooled_axes_are_named_with_their_values_in_titles():
     assert diagrams.pooled_note(["lr"], frame) == "; pooled over lr = 0.001, 0.003"
     many = pd.DataFrame({"attn_rate": np.linspace(0, 1, 21)})
     assert style.pooled_values(many, ["attn_rate"]) == "attn_rate = 0, 0.05, 0.1, 0.15, ..., 1 (21 values)"
+
+
+def test_a_sweep_over_p_gets_its_diagrams_boundaries_and_phase_table_per_p(tmp_path):
+    """Another p is another task: the p ladder's d = 128 rows of two p are never pooled."""
+    small, large = synthetic({52: 0.7, 128: 0.3}, seeds=4, seed=1), synthetic({68: 0.5, 128: 0.8}, seeds=4, seed=2)
+    frame = pd.concat([small.assign(p=23), large.assign(p=31)], ignore_index=True)
+    frame["run_id"] = [f"r{i}" for i in range(len(frame))]
+    frame = frame.assign(precision="float32", dist_irr_top_wrong=frame["dist_irr"], test_acc=1.0,
+                         train_loss=1.45e-7, param_norm=24.4, spike_loss=9e-6)  # what the HTML report reads
+    paths = draw.draw(write_table(tmp_path, frame), inspect="none")
+    names = {p.name for p in paths}
+    assert {"phase_diagram_p23.png", "phase_diagram_p31.png", "metric_heatmaps_p31.png"} <= names
+    assert "phase_diagram.png" not in names
+    bounds = pd.read_csv(tmp_path / "figures" / draw.BOUNDARY_CSV).set_index(["p", "d_model"])
+    assert list(bounds.index) == [(23, 52), (23, 128), (31, 68), (31, 128)]
+    for (p, width), b in {(23, 128): 0.3, (31, 128): 0.8}.items():  # each p's own, not their pool's
+        assert abs(bounds.loc[(p, width), "boundary"] - b) < 0.07, (p, width)
+    lines = table.format_table(frame).splitlines()
+    assert lines[0].startswith("p, d_model \\ attn_rate")
+    assert [line.split("  ")[0] for line in lines[1:5]] == ["p 23, 52", "p 23, 128", "p 31, 68", "p 31, 128"]
+    assert "pooled" not in lines[-1]
+    assert diagrams.pooled_note(["p"], frame[frame["p"] == 23]) == "; p = 23"
+    from phasescan.reports import html
+    page = html.html_report(tmp_path)  # the same per p: its phase table, boundary table and figures
+    assert "<th>p 23, 52</th>" in page and 'id="fig-phase_diagram_p31"' in page
+    assert 'id="fig-phase_diagram"' not in page

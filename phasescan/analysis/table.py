@@ -21,6 +21,10 @@ assert set(PHASE_INITIALS) == set(LEARNING_PHASES)
 LABELS = {"algorithm": ALGORITHMS, "learning_phase": LEARNING_PHASES}
 # The dynamics columns whose per-cell medians go with the learning phase (-1: the step never came).
 DYNAMICS_STEPS = ("memorize_step", "generalize_step")
+# The fields that make another task (another p is another modular addition, not another seed of
+# the same one): a diagram, a boundary or a phase table never pools them; a sweep over several
+# tasks (the p ladder) gets one of each per task (`by_task`).
+TASK_AXES = ("p", "op", "input_format")
 
 
 def swept_axes(frame: pd.DataFrame) -> list[str]:
@@ -41,6 +45,21 @@ def resolve_axes(frame: pd.DataFrame, x: str = "attn_rate", y: str = "d_model") 
     if x not in swept and x == "attn_rate":
         x = next((a for a in swept if a != y), x)
     return x, y, [a for a in swept if a not in (x, y)]
+
+
+def by_task(frame: pd.DataFrame, pooled: list[str]) -> list[tuple[dict, pd.DataFrame]]:
+    """({task axis: value}, its runs) per task among the `pooled` axes (TASK_AXES), in order;
+    [({}, frame)] when they hold one task."""
+    split = [a for a in pooled if a in TASK_AXES]
+    if not split:
+        return [({}, frame)]
+    return [(dict(zip(split, key if isinstance(key, tuple) else (key,))), group)
+            for key, group in frame.groupby(split, sort=True)]
+
+
+def task_suffix(task: dict) -> str:
+    """A file name's suffix for one task of by_task: `_p23` ("" for the only task)."""
+    return "".join(f"_{axis}{short(value)}" for axis, value in task.items())
 
 
 def has_phases(frame: pd.DataFrame) -> bool:
@@ -93,15 +112,19 @@ def format_table(frame: pd.DataFrame, x: str = "attn_rate", y: str = "d_model",
     """Rows = y values, columns = x values, cell = majority initial and its share, e.g. `P 3/4`
     (`label="learning_phase"`: the learning phases', e.g. `G 2/3`)."""
     x, y, pooled = resolve_axes(frame, x, y)
-    table = cells(frame, x, y, label)
     initials = INITIALS if label == "algorithm" else PHASE_INITIALS
-    xs = sorted(table[x].unique(), key=_order)
-    ys = sorted(table[y].unique(), key=_order)
-    text = {(r[y], r[x]): f"{initials[r['majority']]} {r['majority_count']}/{r['n']}"
-            for _, r in table.iterrows()}
-    corner = f"{y} \\ {x}"
+    xs = sorted(frame[x].unique(), key=_order)
+    tasks = by_task(frame, pooled)  # several: rows per (task, y), e.g. `p 23, 52`
+    corner = ", ".join([*tasks[0][0], y]) + f" \\ {x}"
     rows = [[corner] + [short(v) for v in xs]]
-    rows += [[short(yv)] + [text.get((yv, xv), "-") for xv in xs] for yv in ys]
+    for task, runs in tasks:
+        table = cells(runs, x, y, label)
+        text = {(r[y], r[x]): f"{initials[r['majority']]} {r['majority_count']}/{r['n']}"
+                for _, r in table.iterrows()}
+        head = "".join(f"{axis} {short(value)}, " for axis, value in task.items())
+        rows += [[head + short(yv)] + [text.get((yv, xv), "-") for xv in xs]
+                 for yv in sorted(table[y].unique(), key=_order)]
+    pooled = [a for a in pooled if a not in tasks[0][0]]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in rows]

@@ -19,8 +19,12 @@ from .style import CLASS_COLORS, COLORS, LOG_AXES, PHASE_COLORS, label, pooled_v
 CIRCULAR_MIN = 0.995  # the paper keeps models with circularity >= 99.5% in its scatter plots
 
 def pooled_note(pooled: list[str], frame: pd.DataFrame) -> str:
-    """A title's suffix naming the swept axes whose runs a figure puts together."""
-    return "" if not pooled else f"; pooled over {pooled_values(frame, pooled)}"
+    """A title's suffix naming the task a figure shows (a task axis of one value here: one figure
+    per task, table.by_task) and the swept axes whose runs it puts together."""
+    task = [a for a in pooled if a in table.TASK_AXES and frame[a].nunique(dropna=False) == 1]
+    rest = [a for a in pooled if a not in task]
+    return ((f"; {pooled_values(frame, task)}" if task else "")
+            + (f"; pooled over {pooled_values(frame, rest)}" if rest else ""))
 
 
 MIN_CI_RUNS = 3  # fewer runs per cell: the bootstrap's resampled shares take 2-3 values, no interval

@@ -58,6 +58,27 @@ def sweep_figures(frame: pd.DataFrame, x: str, y: str, pooled: list[str], bounds
         yield "dynamics_heatmaps", dynamics_heatmaps(frame, x, y, pooled)
 
 
+def task_bounds(frame: pd.DataFrame, x: str, y: str, pooled: list[str]) -> list[tuple[dict, pd.DataFrame, pd.DataFrame]]:
+    """(task, its runs, its boundary per y) per task of the sweep (table.by_task: a sweep over p
+    gets a diagram and a boundary per p, never one pooled over p)."""
+    return [(task, runs, boundary.estimate(runs, x, y, against="clock")) for task, runs in table.by_task(frame, pooled)]
+
+
+def joined_bounds(parts) -> pd.DataFrame:
+    """task_bounds' boundaries as one table, the task's axes first (boundary.csv)."""
+    return pd.concat([bounds.assign(**task)[[*task, *bounds.columns]] for task, _, bounds in parts],
+                     ignore_index=True)
+
+
+def every_sweep_figure(parts, x: str, y: str, pooled: list[str], thresholds: dict, circular_only: bool = False,
+                       out_dir=None):
+    """(file name, figure name, Figure) of sweep_figures per task of task_bounds: `phase_diagram`,
+    or `phase_diagram_p23` and so on for a sweep over several tasks."""
+    for task, runs, bounds in parts:
+        for name, fig in sweep_figures(runs, x, y, pooled, bounds, thresholds, circular_only, out_dir):
+            yield name + table.task_suffix(task), name, fig
+
+
 def summary_figures(source, x: str = "attn_rate", y: str = "d_model") -> dict[str, Figure]:
     """phasescan.figures: the sweep figures in memory, {name: Figure}; source is a results folder
     or a runs table (its .attrs["out_dir"], when set, gives the classification thresholds)."""
@@ -72,8 +93,8 @@ def summary_figures(source, x: str = "attn_rate", y: str = "d_model") -> dict[st
     thresholds = (results.read_config(folder) if folder else compose()).get("classify", {})
     x, y, pooled = table.resolve_axes(frame, x, y)
     with rc_context(STYLE):
-        return dict(sweep_figures(frame, x, y, pooled, boundary.estimate(frame, x, y, against="clock"), thresholds,
-                                  out_dir=folder))
+        return {file: fig for file, _, fig in every_sweep_figure(task_bounds(frame, x, y, pooled), x, y, pooled,
+                                                                 thresholds, out_dir=folder)}
 
 
 def draw(results_dir, x: str = "attn_rate", y: str = "d_model", formats=("png",),
@@ -107,13 +128,13 @@ def draw(results_dir, x: str = "attn_rate", y: str = "d_model", formats=("png",)
     folder = out_dir / FIGURES
     folder.mkdir(parents=True, exist_ok=True)
 
-    bounds = boundary.estimate(frame, x, y, against="clock")
+    parts = task_bounds(frame, x, y, pooled)
     csv = folder / BOUNDARY_CSV.replace(".csv", f"{suffix}.csv")
-    results.write_atomic(csv, lambda tmp: bounds.to_csv(tmp, index=False))
+    results.write_atomic(csv, lambda tmp: joined_bounds(parts).to_csv(tmp, index=False))
     paths = [csv]
     with rc_context(STYLE):
         thresholds = results.read_config(out_dir).get("classify", {})
-        for name, fig in sweep_figures(frame, x, y, pooled, bounds, thresholds, circular_only, out_dir):
+        for name, _, fig in every_sweep_figure(parts, x, y, pooled, thresholds, circular_only, out_dir):
             paths += save(fig, folder, name + suffix, formats)
         if runs is None:
             runs = [] if inspect == "none" else pick_runs(frame, inspect == "saved", out_dir)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colors
 
-from ..analysis import boundary, table
+from ..analysis import table
 from ..engine.train import FIT_LOSS
 from ..plots import draw
 from ..plots.style import COLORS, STYLE
@@ -87,29 +87,33 @@ def html_table(frame: pd.DataFrame, css: str = "") -> str:
     return f'<div class="scroll"><table{cls}><thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody></table></div>'
 
 
-def phase_table_html(runs: pd.DataFrame, x: str, y: str) -> str:
-    """The text phase table (table.format_table) as coloured HTML cells: rows y, columns x."""
-    cells = table.cells(runs, x, y)
-    xs = sorted(cells[x].unique(), key=table._order)
-    ys = sorted(cells[y].unique(), key=table._order)
-    by_cell = {(r[y], r[x]): r for _, r in cells.iterrows()}
-    head = f"<th>{_e(y)} \\ {_e(x)}</th>" + "".join(f"<th>{_e(table.short(v))}</th>" for v in xs)
+def phase_table_html(runs: pd.DataFrame, x: str, y: str, pooled: list[str]) -> str:
+    """The text phase table (table.format_table) as coloured HTML cells: rows y (per task of a
+    sweep over several: table.by_task), columns x."""
+    xs = sorted(runs[x].unique(), key=table._order)
+    tasks = table.by_task(runs, pooled)
+    head = (f"<th>{_e(', '.join([*tasks[0][0], y]))} \\ {_e(x)}</th>"
+            + "".join(f"<th>{_e(table.short(v))}</th>" for v in xs))
     rows = []
-    for yv in ys:
-        tds = []
-        for xv in xs:
-            r = by_cell.get((yv, xv))
-            if r is None:
-                tds.append("<td>-</td>")
-                continue
-            share = r["majority_count"] / r["n"]
-            strength = 0.3 + 0.7 * share  # as the phase diagram: a weak majority is paler
-            rgb = strength * np.array(colors.to_rgb(COLORS[r["majority"]])) + (1 - strength)
-            ink = "#fff" if r["majority"] in ("clock", "diverged") and share > 0.7 else "#000"
-            title = ", ".join(f"{a} {r[a]}" for a in ALGORITHMS if r[a])
-            tds.append(f'<td style="background:{colors.to_hex(rgb)};color:{ink}" title="{_e(title)}">'
-                       f"{_e(table.INITIALS[r['majority']])} {r['majority_count']}/{r['n']}</td>")
-        rows.append(f"<tr><th>{_e(table.short(yv))}</th>{''.join(tds)}</tr>")
+    for task, group in tasks:
+        cells = table.cells(group, x, y)
+        by_cell = {(r[y], r[x]): r for _, r in cells.iterrows()}
+        named = "".join(f"{axis} {table.short(value)}, " for axis, value in task.items())
+        for yv in sorted(cells[y].unique(), key=table._order):
+            tds = []
+            for xv in xs:
+                r = by_cell.get((yv, xv))
+                if r is None:
+                    tds.append("<td>-</td>")
+                    continue
+                share = r["majority_count"] / r["n"]
+                strength = 0.3 + 0.7 * share  # as the phase diagram: a weak majority is paler
+                rgb = strength * np.array(colors.to_rgb(COLORS[r["majority"]])) + (1 - strength)
+                ink = "#fff" if r["majority"] in ("clock", "diverged") and share > 0.7 else "#000"
+                title = ", ".join(f"{a} {r[a]}" for a in ALGORITHMS if r[a])
+                tds.append(f'<td style="background:{colors.to_hex(rgb)};color:{ink}" title="{_e(title)}">'
+                           f"{_e(table.INITIALS[r['majority']])} {r['majority_count']}/{r['n']}</td>")
+            rows.append(f"<tr><th>{_e(named + table.short(yv))}</th>{''.join(tds)}</tr>")
     legend = ("Cell: majority algorithm, runs with it / runs (hover for every count); "
               + ", ".join(f"{i} {name}" for name, i in table.INITIALS.items()))
     return (f'<div class="scroll"><table class="phase"><thead><tr>{head}</tr></thead><tbody>\n'
@@ -125,8 +129,8 @@ def figure_html(name: str, data: bytes, caption: str) -> str:
             f"<figcaption><b>{_e(name)}</b>: {_e(caption)}</figcaption></figure>")
 
 
-def rendered_figures(out_dir: Path, runs: pd.DataFrame, x: str, y: str, pooled: list[str],
-                     bounds: pd.DataFrame, thresholds: dict) -> list[tuple[str, bytes, str]]:
+def rendered_figures(out_dir: Path, x: str, y: str, pooled: list[str], parts,
+                     thresholds: dict) -> list[tuple[str, bytes, str]]:
     """(name, PNG bytes, caption): the sweep's figures drawn now from its table (so they match
     it), then the figures only a sweep or `python -m phasescan.plot` can draw (single models,
     history, refinement) read from DIR/figures/ when they are there."""
@@ -136,10 +140,10 @@ def rendered_figures(out_dir: Path, runs: pd.DataFrame, x: str, y: str, pooled: 
 
     out = []
     with rc_context(STYLE):
-        for name, fig in draw.sweep_figures(runs, x, y, pooled, bounds, thresholds, out_dir=out_dir):
+        for name, kind, fig in draw.every_sweep_figure(parts, x, y, pooled, thresholds, out_dir=out_dir):
             buffer = BytesIO()
             fig.savefig(buffer, format="png", dpi=130, bbox_inches="tight")
-            out.append((name, buffer.getvalue(), CAPTIONS.get(name, "")))
+            out.append((name, buffer.getvalue(), CAPTIONS.get(kind, "")))
     drawn = {name for name, _, _ in out}
     folder = out_dir / draw.FIGURES
     order = ("inspect_", "circles_", "history_", "refinement")  # each model, then over training
@@ -183,7 +187,9 @@ def html_report(out_dir: Path, by: str = "attn_rate", y: str | None = None,
     runs = n.runs
     x, fy, fig_pooled = table.resolve_axes(runs, by, y or figure_y)
     cfg = results.read_config(out_dir)
-    bounds = boundary.estimate(runs, x, fy, against="clock")
+    parts = draw.task_bounds(runs, x, fy, fig_pooled)  # a sweep over p: per p
+    bounds = draw.joined_bounds(parts)
+    per_task = [a for a in fig_pooled if a not in parts[0][0]]  # what the phase table and boundary pool
     name = (n.manifest or {}).get("sweep") or cfg.get("sweep", {}).get("name", "")
     title = f"phasescan report: {name or out_dir.name}"
 
@@ -192,13 +198,13 @@ def html_report(out_dir: Path, by: str = "attn_rate", y: str | None = None,
         return f'<p class="pooled">{_e(text)}</p>' if text else ""
 
     sections = [
-        ("phase-table", "Phase table", pooled_par(fig_pooled, hint=False) + phase_table_html(runs, x, fy)),
+        ("phase-table", "Phase table", pooled_par(per_task, hint=False) + phase_table_html(runs, x, fy, fig_pooled)),
     ]
-    bound_cols = [c for c in (fy, "boundary", "lo", "hi", "status", "replaced_by", "against_boundary",
+    bound_cols = [c for c in (*parts[0][0], fy, "boundary", "lo", "hi", "status", "replaced_by", "against_boundary",
                               "against_lo", "against_hi", "against_status", "against_runs", "runs_per_cell")
                   if c in bounds]
     note = interval_note(bounds)
-    sections.append(("boundary", "Boundary", pooled_par(fig_pooled, hint=False)
+    sections.append(("boundary", "Boundary", pooled_par(per_task, hint=False)
                      + f"<p>Per {_e(fy)}: the {_e(x)} where the Pizza share of all runs first falls below "
                      "1/2 (piecewise linear between cells) and the class that takes over there "
                      "(<code>replaced_by</code>); then the Pizza -> Clock boundary, the same crossing among "
@@ -214,7 +220,7 @@ def html_report(out_dir: Path, by: str = "attn_rate", y: str | None = None,
                      + html_table(n.transitions)
                      + (f'<p class="note">{_e(interval_note(n.transitions))}.</p>'
                         if interval_note(n.transitions) else "")))
-    figures = rendered_figures(out_dir, runs, x, fy, fig_pooled, bounds, cfg.get("classify", {}))
+    figures = rendered_figures(out_dir, x, fy, fig_pooled, parts, cfg.get("classify", {}))
     sections.append(("figures", "Figures", "\n".join(figure_html(*f) for f in figures)))
     metric_parts, conv_parts = [pooled_par(n.pooled)], [pooled_par(n.pooled)]
     conv_parts.append(f"<p>Median test accuracy, final training loss and parameter norm (the "
