@@ -62,6 +62,11 @@ def task_suffix(task: dict) -> str:
     return "".join(f"_{axis}{short(value)}" for axis, value in task.items())
 
 
+def task_head(task: dict) -> str:
+    """A phase-table row's start for one task of by_task: `p 23, ` ("" for the only task)."""
+    return "".join(f"{axis} {short(value)}, " for axis, value in task.items())
+
+
 def has_phases(frame: pd.DataFrame) -> bool:
     """The table carries the learning dynamics (tables from before them have no learning_phase)."""
     return "learning_phase" in frame and frame["learning_phase"].notna().any()
@@ -121,8 +126,7 @@ def format_table(frame: pd.DataFrame, x: str = "attn_rate", y: str = "d_model",
         table = cells(runs, x, y, label)
         text = {(r[y], r[x]): f"{initials[r['majority']]} {r['majority_count']}/{r['n']}"
                 for _, r in table.iterrows()}
-        head = "".join(f"{axis} {short(value)}, " for axis, value in task.items())
-        rows += [[head + short(yv)] + [text.get((yv, xv), "-") for xv in xs]
+        rows += [[task_head(task) + short(yv)] + [text.get((yv, xv), "-") for xv in xs]
                  for yv in sorted(table[y].unique(), key=_order)]
     pooled = [a for a in pooled if a not in tasks[0][0]]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -98,7 +98,6 @@ def phase_table_html(runs: pd.DataFrame, x: str, y: str, pooled: list[str]) -> s
     for task, group in tasks:
         cells = table.cells(group, x, y)
         by_cell = {(r[y], r[x]): r for _, r in cells.iterrows()}
-        named = "".join(f"{axis} {table.short(value)}, " for axis, value in task.items())
         for yv in sorted(cells[y].unique(), key=table._order):
             tds = []
             for xv in xs:
@@ -113,7 +112,7 @@ def phase_table_html(runs: pd.DataFrame, x: str, y: str, pooled: list[str]) -> s
                 title = ", ".join(f"{a} {r[a]}" for a in ALGORITHMS if r[a])
                 tds.append(f'<td style="background:{colors.to_hex(rgb)};color:{ink}" title="{_e(title)}">'
                            f"{_e(table.INITIALS[r['majority']])} {r['majority_count']}/{r['n']}</td>")
-            rows.append(f"<tr><th>{_e(named + table.short(yv))}</th>{''.join(tds)}</tr>")
+            rows.append(f"<tr><th>{_e(table.task_head(task) + table.short(yv))}</th>{''.join(tds)}</tr>")
     legend = ("Cell: majority algorithm, runs with it / runs (hover for every count); "
               + ", ".join(f"{i} {name}" for name, i in table.INITIALS.items()))
     return (f'<div class="scroll"><table class="phase"><thead><tr>{head}</tr></thead><tbody>\n'
