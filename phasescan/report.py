@@ -21,7 +21,10 @@ p ladder; `--add OTHER_DIR` joins another folder's runs at this one's attention 
 e.g. the p = 59 study) it first gives the boundary per (p, d), its slope on log2(p) at d = 128 and
 at d/p ~ 2.2, and which reading (p, d or d/p) the intervals allow; the rest on the runs at p = 59.
 
-  python -m phasescan.report results/cpu/p_ladder --paper --add results/cpu/fixed_width_p59
+  python -m phasescan.report results/cpu/p_ladder --paper --add results/cpu/fixed_width_p59 --figure results/cpu/p_ladder/figures/boundary_over_p.png
+
+`--figure PATH` (with --paper, several p) also draws that boundary against p, per series, by the
+labels and by grad_sym alone.
 
 `--stability OTHER_DIR` compares the labels with the same sweep trained again (another chunk
 size, device count or CPU): the share unchanged per cell and width, and the fragile cells, whose
@@ -63,6 +66,9 @@ def main(argv=None) -> int:
     parser.add_argument("--add", type=Path, action="append", default=[], metavar="OTHER_DIR",
                         help="--paper: add OTHER_DIR's runs at RESULTS_DIR's attention rates and steps (a study "
                              "reused: e.g. the p = 59 one in the p ladder); repeatable")
+    parser.add_argument("--figure", type=Path, default=None, metavar="PATH",
+                        help="--paper with several p: also draw the boundary against p (both series, both "
+                             "rules) into PATH (.png, .pdf or .svg)")
     parser.add_argument("--settling", action="store_true",
                         help="print when each model's label and metrics stop changing, from the folder's "
                              "history (a sweep run with train.log_every)")
@@ -71,8 +77,12 @@ def main(argv=None) -> int:
                              "again (another chunk size, device count or CPU), per cell, and which cells' "
                              "majority the changed runs could decide (fragile cells)")
     args = parser.parse_args(argv)
-    if args.add and not args.paper:
-        print("phasescan.report: --add goes with --paper (the p ladder's comparison)", file=sys.stderr)
+    for given, name in ((args.add, "--add"), (args.figure, "--figure")):
+        if given and not args.paper:
+            print(f"phasescan.report: {name} goes with --paper (the p ladder's comparison)", file=sys.stderr)
+            return 2
+    if args.figure is not None and args.figure.suffix not in (".png", ".pdf", ".svg"):
+        print(f"phasescan.report: --figure {args.figure}: allowed .png, .pdf, .svg", file=sys.stderr)
         return 2
     for folder in (args.results_dir, args.stability, *args.add):
         if folder is not None and not (folder / "runs.parquet").exists():
@@ -83,6 +93,8 @@ def main(argv=None) -> int:
             print(paper.stability_report(args.results_dir, args.stability))
             return 0
         if args.paper or args.settling:
+            if args.figure is not None:  # first: a folder of one p is refused before anything prints
+                print(paper.draw_ladder(args.results_dir, args.figure, added=args.add), file=sys.stderr)
             print(paper.compare(args.results_dir, added=args.add) if args.paper
                   else paper.settling_report(args.results_dir))
             return 0

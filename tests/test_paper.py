@@ -130,6 +130,19 @@ def test_cli_paper_adds_a_study_at_its_own_grid(tmp_path, capsys):
     assert "\n4. The p ladder (does the boundary follow p, d or d/p?)" in out
     assert report.main([str(tmp_path / "ladder"), "--add", str(tmp_path / "p59")]) == 2
     assert "--add goes with --paper" in capsys.readouterr().err
+    # --figure: the boundary against p, both series (p = 59, d = 128 in both), both rules
+    points = paper.ladder_points(paper.combined(tmp_path / "ladder", [tmp_path / "p59"])[0], n_boot=100)
+    assert sorted(map(tuple, points[["series", "p"]].to_numpy())) == [
+        ("d = 128", 23), ("d = 128", 31), ("d = 128", 59), ("d/p ~ 2.17", 23), ("d/p ~ 2.17", 31), ("d/p ~ 2.17", 59)]
+    figure = tmp_path / "ladder" / "figures" / "boundary_over_p.png"
+    assert report.main([str(tmp_path / "ladder"), "--paper", "--add", str(tmp_path / "p59"),
+                        "--figure", str(figure)]) == 0
+    assert figure.stat().st_size > 10_000 and f"-> {figure}" in capsys.readouterr().err
+    assert report.main([str(tmp_path / "p59"), "--paper", "--figure", str(tmp_path / "one.png")]) == 2
+    assert "--figure: the boundary against p needs several p" in capsys.readouterr().err
+    assert not (tmp_path / "one.png").exists()
+    assert report.main([str(tmp_path / "ladder"), "--paper", "--figure", str(tmp_path / "f.jpg")]) == 2
+    assert "allowed .png, .pdf, .svg" in capsys.readouterr().err
 
 
 def history(labels: dict[str, list[str]], grad_sym: dict[str, list[float]], every: int = 100) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from ..analysis import table
 from ..core.classify import ALGORITHMS, LEARNING_PHASES
-from .style import CLASS_COLORS, COLORS, LOG_AXES, PHASE_COLORS, label, pooled_values
+from .style import CLASS_COLORS, COLORS, LOG_AXES, OKABE_ITO, PHASE_COLORS, label, pooled_values
 
 CIRCULAR_MIN = 0.995  # the paper keeps models with circularity >= 99.5% in its scatter plots
 
@@ -465,4 +465,36 @@ def dynamics_heatmaps(frame: pd.DataFrame, x: str, y: str, pooled: list[str]) ->
         fig.colorbar(image, ax=ax, shrink=0.9)
     note = pooled_note(pooled, frame)
     fig.suptitle("Learning dynamics per cell (never: no run of the cell reached it)" + note, fontsize=9)
+    return fig
+
+
+def boundary_over_p(points: pd.DataFrame) -> Figure:
+    """The p ladder's answer: the Pizza -> Clock boundary against p (log scale), one line per
+    series (reports.paper.ladder_points: d = 128, and d/p near the paper's), with its 95% interval;
+    left by phasescan's labels, right by grad_sym alone. A (p, d) with no crossing by the largest
+    rate ('above') is an open triangle at that rate: its boundary lies beyond it."""
+    fig = Figure(figsize=(9.0, 3.6))
+    axes = fig.subplots(1, 2, sharey=True)
+    ps = np.sort(points["p"].unique())
+    rules = [("phasescan's labels", "pizza -> clock", "95% lo", "95% hi", "status"),
+             ("grad_sym alone", "by grad_sym alone", "gs 95% lo", "gs 95% hi", "gs status")]
+    for ax, (title, at, lo, hi, status) in zip(axes, rules):
+        for (name, group), color, shift in zip(points.groupby("series", sort=False), OKABE_ITO[4:], (0.985, 1.015)):
+            group = group.sort_values("p")
+            crossing = group[group[status] == "crossing"]
+            x = crossing["p"] * shift  # side by side where the two series share a p
+            ax.errorbar(x, crossing[at], yerr=[crossing[at] - crossing[lo], crossing[hi] - crossing[at]],
+                        color=color, marker="o", capsize=3, label=name)
+            beyond = group[group[status] == "above"]
+            ax.plot(beyond["p"] * shift, np.ones(len(beyond)), "^", mfc="none", color=color)
+        ax.set_xscale("log")
+        ax.set_xticks(ps, [str(p) for p in ps])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("p")
+        ax.set_title(f"by {title}", loc="left", fontsize=10)
+    axes[0].set_ylabel("Pizza -> Clock boundary (attention rate)")
+    axes[0].set_ylim(0, 1.05)
+    axes[1].legend(frameon=False, loc="lower right")
+    fig.suptitle("Does the boundary follow p, d or d/p? (bars: 95% bootstrap over seeds; "
+                 "open triangle: no crossing by rate 1)", fontsize=10, y=1.03)
     return fig

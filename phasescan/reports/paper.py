@@ -23,6 +23,7 @@ import pandas as pd
 from ..analysis import boundary
 from ..engine.train import FIT_LOSS
 from ..core.classify import ALGORITHMS
+from ..core.config import ConfigError
 from ..store import results
 
 CIRCULAR = 0.995  # the authors' plots keep models with circularity >= 0.995
@@ -195,6 +196,13 @@ def ladder_boundaries(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> 
     table = pd.concat(parts, ignore_index=True)
     table.insert(1, "d/p", table["d_model"] / table["p"])
     return table[["p", *[c for c in table.columns if c != "p"]]].drop(columns="reference")
+
+
+def ladder_points(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """ladder_boundaries per series of ladder_series (a `series` column; the paper's (p, d) is in
+    both): what plots.diagrams.boundary_over_p draws."""
+    return pd.concat([ladder_boundaries(group, n_boot, seed).assign(series=name)
+                      for name, group in ladder_series(runs).items()], ignore_index=True)
 
 
 def ladder_verdict(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, str]:
@@ -395,6 +403,25 @@ def compare(out_dir: Path, n_boot: int = 1000, added=()) -> str:
     if more:
         parts.append(more + "\n")
     return "\n".join(parts)
+
+
+def draw_ladder(out_dir: Path, path: Path, n_boot: int = 1000, added=()) -> str:
+    """`report --paper --figure PATH`: the boundary against p (plots.diagrams.boundary_over_p) of
+    the runs `compare` reads, saved to PATH; returns the line that says so."""
+    from matplotlib import rc_context
+
+    from ..plots.diagrams import boundary_over_p
+    from ..plots.style import STYLE
+    everything, _ = combined(Path(out_dir), added)
+    if everything["p"].nunique() < 2:
+        raise ConfigError([f"--figure: the boundary against p needs several p; {out_dir} (with --add) "
+                           f"holds p = {', '.join(str(v) for v in sorted(everything['p'].unique()))}"])
+    with rc_context(STYLE):
+        fig = boundary_over_p(ladder_points(everything, n_boot))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results.write_atomic(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:], bbox_inches="tight"))
+    return f"phasescan.report: the boundary against p -> {path}"
 
 
 def settling_report(out_dir: Path, candidates=None) -> str:
