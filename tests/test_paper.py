@@ -131,7 +131,11 @@ def test_cli_paper_adds_a_study_at_its_own_grid(tmp_path, capsys):
     assert report.main([str(tmp_path / "ladder"), "--add", str(tmp_path / "p59")]) == 2
     assert "--add goes with --paper" in capsys.readouterr().err
     # --figure: the boundary against p, both series (p = 59, d = 128 in both), both rules
-    points = paper.ladder_points(paper.combined(tmp_path / "ladder", [tmp_path / "p59"])[0], n_boot=100)
+    everything = paper.combined(tmp_path / "ladder", [tmp_path / "p59"])[0]
+    points = paper.ladder_points(everything, n_boot=100)
+    printed = paper.ladder_boundaries(everything, n_boot=100)  # the figure draws the table's own intervals
+    pd.testing.assert_frame_equal(points[points["series"] == "d = 128"].drop(columns="series").reset_index(drop=True),
+                                  printed[printed["d_model"] == 128].reset_index(drop=True))
     assert sorted(map(tuple, points[["series", "p"]].to_numpy())) == [
         ("d = 128", 23), ("d = 128", 31), ("d = 128", 59), ("d/p ~ 2.17", 23), ("d/p ~ 2.17", 31), ("d/p ~ 2.17", 59)]
     figure = tmp_path / "ladder" / "figures" / "boundary_over_p.png"

@@ -57,6 +57,11 @@ def by_task(frame: pd.DataFrame, pooled: list[str]) -> list[tuple[dict, pd.DataF
             for key, group in frame.groupby(split, sort=True)]
 
 
+def within_task(pooled: list[str]) -> list[str]:
+    """The pooled axes a per-task table or figure (by_task) still puts together: all but the task's."""
+    return [a for a in pooled if a not in TASK_AXES]
+
+
 def task_suffix(task: dict) -> str:
     """A file name's suffix for one task of by_task: `_p23` ("" for the only task)."""
     return "".join(f"_{axis}{short(value)}" for axis, value in task.items())
@@ -128,7 +133,7 @@ def format_table(frame: pd.DataFrame, x: str = "attn_rate", y: str = "d_model",
                 for _, r in table.iterrows()}
         rows += [[task_head(task) + short(yv)] + [text.get((yv, xv), "-") for xv in xs]
                  for yv in sorted(table[y].unique(), key=_order)]
-    pooled = [a for a in pooled if a not in tasks[0][0]]
+    pooled = within_task(pooled)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in rows]

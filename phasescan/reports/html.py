@@ -188,7 +188,7 @@ def html_report(out_dir: Path, by: str = "attn_rate", y: str | None = None,
     cfg = results.read_config(out_dir)
     parts = draw.task_bounds(runs, x, fy, fig_pooled)  # a sweep over p: per p
     bounds = draw.joined_bounds(parts)
-    per_task = [a for a in fig_pooled if a not in parts[0][0]]  # what the phase table and boundary pool
+    per_task = table.within_task(fig_pooled)  # what the phase table and boundary pool
     name = (n.manifest or {}).get("sweep") or cfg.get("sweep", {}).get("name", "")
     title = f"phasescan report: {name or out_dir.name}"
 

@@ -199,9 +199,12 @@ def ladder_boundaries(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> 
 
 
 def ladder_points(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """ladder_boundaries per series of ladder_series (a `series` column; the paper's (p, d) is in
-    both): what plots.diagrams.boundary_over_p draws."""
-    return pd.concat([ladder_boundaries(group, n_boot, seed).assign(series=name)
+    """ladder_boundaries' rows tagged with their series of ladder_series (a `series` column; the
+    paper's (p, d) is in both): what plots.diagrams.boundary_over_p draws. The rows are the
+    table's own, not estimated again on each series (the bootstrap's stream runs over a p's
+    widths in turn, so a series alone would draw other intervals than `compare` prints)."""
+    table = ladder_boundaries(runs, n_boot, seed)
+    return pd.concat([table.merge(group[["p", "d_model"]].drop_duplicates(), on=["p", "d_model"]).assign(series=name)
                       for name, group in ladder_series(runs).items()], ignore_index=True)
 
 
@@ -411,6 +414,7 @@ def draw_ladder(out_dir: Path, path: Path, n_boot: int = 1000, added=()) -> str:
     from matplotlib import rc_context
 
     from ..plots.diagrams import boundary_over_p
+    from ..plots.draw import save
     from ..plots.style import STYLE
     everything, _ = combined(Path(out_dir), added)
     if everything["p"].nunique() < 2:
@@ -420,7 +424,7 @@ def draw_ladder(out_dir: Path, path: Path, n_boot: int = 1000, added=()) -> str:
         fig = boundary_over_p(ladder_points(everything, n_boot))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    results.write_atomic(path, lambda tmp: fig.savefig(tmp, format=path.suffix[1:], bbox_inches="tight"))
+    save(fig, path.parent, path.stem, [path.suffix[1:]])
     return f"phasescan.report: the boundary against p -> {path}"
 
 
