@@ -114,6 +114,19 @@ def test_the_p_ladder_verdict_says_which_reading_the_intervals_allow():
     assert "allow width alone (no slope at d = 128); they rule out" in paper.ladder_verdict(ladder(by_width), n_boot=100)[1]
 
 
+def test_the_ladder_figure_marks_a_boundary_beyond_the_rates_swept():
+    """No crossing in 0.4..1: Clock from 0.4 on ('below') is a down triangle at 0.4, Pizza
+    throughout ('above') an up triangle at 1, in both panels; a crossing is a point with its bar."""
+    from phasescan.plots.diagrams import boundary_over_p
+    points = paper.ladder_points(ladder({(23, 128): 1.2, (31, 128): 0.3, (59, 128): 0.65}), n_boot=50)
+    rows = points[points["series"] == "d = 128"].set_index("p")
+    assert list(rows["status"]) == ["above", "below", "crossing"]
+    assert (rows["lowest rate"] == 0.4).all() and (rows["highest rate"] == 1.0).all()
+    for ax in boundary_over_p(points).axes:
+        marks = {line.get_marker(): list(line.get_ydata()) for line in ax.get_lines() if len(line.get_ydata())}
+        assert marks["^"] == [1.0] and marks["v"] == [0.4] and marks["o"] == pytest.approx([0.65], abs=0.06)
+
+
 def test_cli_paper_adds_a_study_at_its_own_grid(tmp_path, capsys):
     """--add: the p = 59 runs of another folder join the ladder at the ladder's rates; the
     comparison proper is on p = 59, the ladder verdict after the other three."""
@@ -134,7 +147,8 @@ def test_cli_paper_adds_a_study_at_its_own_grid(tmp_path, capsys):
     everything = paper.combined(tmp_path / "ladder", [tmp_path / "p59"])[0]
     points = paper.ladder_points(everything, n_boot=100)
     printed = paper.ladder_boundaries(everything, n_boot=100)  # the figure draws the table's own intervals
-    pd.testing.assert_frame_equal(points[points["series"] == "d = 128"].drop(columns="series").reset_index(drop=True),
+    drawn = points[points["series"] == "d = 128"].drop(columns=["series", "lowest rate", "highest rate"])
+    pd.testing.assert_frame_equal(drawn.reset_index(drop=True),
                                   printed[printed["d_model"] == 128].reset_index(drop=True))
     assert sorted(map(tuple, points[["series", "p"]].to_numpy())) == [
         ("d = 128", 23), ("d = 128", 31), ("d = 128", 59), ("d/p ~ 2.17", 23), ("d/p ~ 2.17", 31), ("d/p ~ 2.17", 59)]

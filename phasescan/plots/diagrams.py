@@ -471,8 +471,9 @@ def dynamics_heatmaps(frame: pd.DataFrame, x: str, y: str, pooled: list[str]) ->
 def boundary_over_p(points: pd.DataFrame) -> Figure:
     """The p ladder's answer: the Pizza -> Clock boundary against p (log scale), one line per
     series (reports.paper.ladder_points: d = 128, and d/p near the paper's), with its 95% interval;
-    left by phasescan's labels, right by grad_sym alone. A (p, d) with no crossing by the largest
-    rate ('above') is an open triangle at that rate: its boundary lies beyond it."""
+    left by phasescan's labels, right by grad_sym alone. A (p, d) with no crossing is an open
+    triangle at the rate its boundary lies beyond: up at its largest rate ('above': Pizza
+    throughout), down at its smallest ('below': Clock from there on)."""
     fig = Figure(figsize=(9.0, 3.6))
     axes = fig.subplots(1, 2, sharey=True)
     ps = np.sort(points["p"].unique())
@@ -485,8 +486,9 @@ def boundary_over_p(points: pd.DataFrame) -> Figure:
             x = crossing["p"] * shift  # side by side where the two series share a p
             ax.errorbar(x, crossing[at], yerr=[crossing[at] - crossing[lo], crossing[hi] - crossing[at]],
                         color=color, marker="o", capsize=3, label=name)
-            beyond = group[group[status] == "above"]
-            ax.plot(beyond["p"] * shift, np.ones(len(beyond)), "^", mfc="none", color=color)
+            for side, at_rate, marker in (("above", "highest rate", "^"), ("below", "lowest rate", "v")):
+                beyond = group[group[status] == side]
+                ax.plot(beyond["p"] * shift, beyond[at_rate], marker, mfc="none", color=color)
         ax.set_xscale("log")
         ax.set_xticks(ps, [str(p) for p in ps])
         ax.xaxis.set_minor_formatter(NullFormatter())
@@ -496,5 +498,5 @@ def boundary_over_p(points: pd.DataFrame) -> Figure:
     axes[0].set_ylim(0, 1.05)
     axes[1].legend(frameon=False, loc="lower right")
     fig.suptitle("Does the boundary follow p, d or d/p? (bars: 95% bootstrap over seeds; "
-                 "open triangle: no crossing by rate 1)", fontsize=10, y=1.03)
+                 "open triangle: no crossing, the boundary beyond the rates swept)", fontsize=10, y=1.03)
     return fig

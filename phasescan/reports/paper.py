@@ -202,8 +202,11 @@ def ladder_points(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.D
     """ladder_boundaries' rows tagged with their series of ladder_series (a `series` column; the
     paper's (p, d) is in both): what plots.diagrams.boundary_over_p draws. The rows are the
     table's own, not estimated again on each series (the bootstrap's stream runs over a p's
-    widths in turn, so a series alone would draw other intervals than `compare` prints)."""
-    table = ladder_boundaries(runs, n_boot, seed)
+    widths in turn, so a series alone would draw other intervals than `compare` prints), with the
+    (p, d)'s smallest and largest attention rate: where a boundary 'below' or 'above' them lies."""
+    rates = runs.groupby(["p", "d_model"])["attn_rate"].agg(["min", "max"])
+    table = ladder_boundaries(runs, n_boot, seed).join(
+        rates.set_axis(["lowest rate", "highest rate"], axis=1), on=["p", "d_model"])
     return pd.concat([table.merge(group[["p", "d_model"]].drop_duplicates(), on=["p", "d_model"]).assign(series=name)
                       for name, group in ladder_series(runs).items()], ignore_index=True)
 
