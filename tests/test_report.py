@@ -126,6 +126,9 @@ def test_html_report_is_one_self_contained_page(tmp_path):
     (folder / "manifest.json").write_text(json.dumps({
         "sweep": "t<b>x</b>", "n_done": len(runs), "device_kind": "cpu & <gpu>", "wall_s": 3.0,
         "run_ids": [f"r{i}" for i in range(len(runs))]}))
+    from matplotlib.figure import Figure  # a figure another command drew: copied, captioned with its command
+    (folder / "figures").mkdir()
+    Figure(figsize=(2, 2)).savefig(folder / "figures" / "boundary_over_p.png")
     assert report.main([str(folder), "--html"]) == 0
     page = Page()
     page.feed((folder / report.REPORT_HTML).read_text(encoding="utf-8"))
@@ -146,6 +149,8 @@ def test_html_report_is_one_self_contained_page(tmp_path):
         for key in ("href", "src", "action", "srcset", "poster"):
             assert attrs.get(key) is None or attrs[key].startswith(("#", "data:")), (tag, attrs)
     assert "url(" not in text and "@import" not in text
+    assert ("figures/boundary_over_p.png as drawn by `python -m phasescan.report DIR --paper --figure PATH`."
+            in text)
     # The tables match the runs: phase table rows = widths, its cells' counts add up to the runs
     phase = next(t for t in page.tables if t["class"] == "phase")
     assert [row[0] for row in phase["rows"][1:]] == ["64", "128"]

@@ -46,7 +46,10 @@ KIND_CAPTIONS = {  # the figures copied from DIR/figures/
     "circles_": "Each isolated circle of one model's embedding and the logit it gives alone. ",
     "history_": "During training (train.log_every). ",
     "refinement": "Adaptive boundary refinement: the uncertain span per round, the added runs. ",
+    "boundary_over_p": "The p ladder: the Pizza -> Clock boundary against p per series (d = 128, d/p near "
+                       "the paper's), by the labels and by grad_sym alone, with 95% bootstrap bars. ",
 }
+DRAWN_BY = {"boundary_over_p": "by `python -m phasescan.report DIR --paper --figure PATH`"}
 STYLESHEET = """
 body { font: 15px/1.45 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1a1a1a;
        max-width: 1180px; margin: 0 auto; padding: 16px 24px 48px; }
@@ -153,8 +156,9 @@ def rendered_figures(out_dir: Path, x: str, y: str, pooled: list[str], parts,
     for path in sorted(folder.glob("*.png"), key=place) if folder.is_dir() else []:
         if path.stem not in drawn:
             kind = next((text for start, text in KIND_CAPTIONS.items() if path.stem.startswith(start)), "")
-            out.append((path.stem, path.read_bytes(), f"{kind}{draw.FIGURES}/{path.name} as drawn "
-                        f"at the end of the sweep or by `python -m phasescan.plot`."))
+            by = next((text for start, text in DRAWN_BY.items() if path.stem.startswith(start)),
+                      "at the end of the sweep or by `python -m phasescan.plot`")
+            out.append((path.stem, path.read_bytes(), f"{kind}{draw.FIGURES}/{path.name} as drawn {by}."))
     return out
 
 
